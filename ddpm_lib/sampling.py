@@ -1,0 +1,151 @@
+"""Ancestral sampling from a trained eps-model (Ho et al. 2020, Algorithm 2).
+
+    x_T ~ N(0, I);  for t = T..1:  x_{t-1} = mu_theta(x_t, t) + sigma_t z,  z ~ N(0, I)  (z = 0 at t = 1)
+
+The whole batch lives on the device; the model runs on chunks of it so that many images fit in
+memory, while the noise for every step is drawn for the whole batch at once from one generator, so
+the images do not depend on the chunk size. Nothing is copied to the host until the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .schedule import NoiseSchedule
+
+Model = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class Trajectory:
+    """Snapshots of the reverse process at chosen step indices (in the order they were taken).
+
+    ``steps[i]`` is the timestep index t (0..T-1 of the schedule used) of ``x_t[i]``, the noisy images
+    fed to the model, and of ``pred_x0[i]``, the model's guess of x_0 from them. Tensors are on the CPU,
+    shaped (S, N, C, H, W).
+    """
+
+    steps: list[int]
+    x_t: Tensor
+    pred_x0: Tensor
+
+
+def default_chunk_size(device: torch.device) -> int:
+    """Images per model call: small on the CPU (cache-friendly), large on a GPU (occupancy)."""
+    return 1024 if device.type == "cuda" else 64
+
+
+def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """A torch.Generator on ``device`` seeded with ``seed`` (a random seed when None)."""
+    gen = torch.Generator(device=device)
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(int(seed))
+    return gen
+
+
+@torch.no_grad()
+def ddpm_sample(model: Model, schedule: NoiseSchedule, shape: Sequence[int], *, seed: int | None = None,
+                generator: torch.Generator | None = None, variance: str = "beta", steps: int | None = None,
+                trajectory_steps: Sequence[int] | None = None, device: torch.device | str | None = None,
+                chunk_size: int | None = None, clip_denoised: bool = True, x_T: Tensor | None = None,
+                progress: bool = False) -> Tensor | tuple[Tensor, Trajectory]:
+    """Draw images with DDPM's ancestral sampler.
+
+    Args:
+        model: eps_theta(x_t, t), called as ``model(x, t)`` on chunks of at most ``chunk_size`` images.
+        schedule: the noise schedule the model was trained with.
+        shape: (N, C, H, W) of the batch to draw.
+        seed / generator: randomness; give one for reproducible images (same seed, same images).
+        variance: sigma_t^2 = beta_t (``"beta"``, Ho et al.'s choice for the sampler) or the posterior
+            variance beta~_t (``"posterior"``); see :meth:`NoiseSchedule.model_variance`.
+        steps: number of reverse steps; fewer than T respaces the schedule (``schedule.respace``).
+        trajectory_steps: step indices t at which to keep x_t and the predicted x_0; values of t refer
+            to the (respaced) schedule actually sampled, 0..steps-1. Also returns a :class:`Trajectory`.
+        device: where to sample; defaults to the model's device.
+        chunk_size: images per model call (default: 64 on CPU, 1024 on CUDA).
+        clip_denoised: clip the predicted x_0 to [-1, 1] before forming the mean (as Ho et al. do).
+        x_T: start from these images instead of fresh noise, shape ``shape``.
+        progress: show a tqdm progress bar over the steps.
+
+    Returns:
+        The images (N, C, H, W) in [-1, 1] on ``device``; with ``trajectory_steps``, also the
+        :class:`Trajectory`.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 4 or min(shape) < 1:
+        raise ValueError(f"shape must be (N, C, H, W) with every entry >= 1, got {shape}")
+    if device is None:
+        param = next(iter(getattr(model, "parameters", lambda: iter(()))()), None)
+        device = param.device if param is not None else schedule.device
+    device = torch.device(device)
+    if steps is not None:
+        schedule = schedule.respace(steps)
+    if schedule.device != device:
+        schedule = _copy_to(schedule, device)
+    chunk = chunk_size or default_chunk_size(device)
+    if chunk < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk}")
+    if generator is None:
+        generator = make_generator(seed, device)
+    elif seed is not None:
+        raise ValueError("give either seed or generator, not both")
+
+    keep = sorted({int(s) for s in trajectory_steps}, reverse=True) if trajectory_steps is not None else []
+    if keep and (keep[-1] < 0 or keep[0] >= schedule.T):
+        raise ValueError(f"trajectory_steps must lie in 0..{schedule.T - 1}")
+    n = shape[0]
+    memory_format = torch.channels_last if _channels_last(model) else torch.contiguous_format
+    if x_T is None:
+        x = torch.randn(shape, device=device, generator=generator)
+    else:
+        if tuple(x_T.shape) != shape:
+            raise ValueError(f"x_T has shape {tuple(x_T.shape)}, expected {shape}")
+        x = x_T.to(device=device, dtype=torch.float32).clone()
+    x = x.contiguous(memory_format=memory_format)
+    kept_x, kept_x0 = [], []
+    for t_index in tqdm(range(schedule.T - 1, -1, -1), disable=not progress, desc="sampling", leave=False):
+        t = torch.full((n,), t_index, device=device, dtype=torch.long)
+        means, log_vars, x0s = [], [], []
+        for start in range(0, n, chunk):
+            out = schedule.p_mean_variance(model, x[start:start + chunk], t[start:start + chunk],
+                                           variance=variance, clip_denoised=clip_denoised)
+            means.append(out["mean"])
+            log_vars.append(out["log_variance"])
+            x0s.append(out["pred_x0"])
+        if t_index in keep:
+            kept_x.append(x.clone())
+            kept_x0.append(torch.cat(x0s))
+        mean, log_var = torch.cat(means), torch.cat(log_vars)              # (N, C, H, W), (N, 1, 1, 1)
+        if t_index > 0:
+            noise = torch.randn(shape, device=device, generator=generator)
+            x = mean + torch.exp(0.5 * log_var) * noise
+        else:
+            x = mean                                                       # no noise at the last step
+    images = x.clamp(-1.0, 1.0).contiguous()
+    if trajectory_steps is None:
+        return images
+    trajectory = Trajectory(steps=keep, x_t=torch.stack(kept_x).cpu().contiguous(),
+                            pred_x0=torch.stack(kept_x0).cpu().contiguous())
+    return images, trajectory
+
+
+def _channels_last(model: Model) -> bool:
+    """True when the model's convolution weights are stored channels_last."""
+    for p in getattr(model, "parameters", lambda: iter(()))():
+        if p.dim() == 4:
+            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+    return False
+
+
+def _copy_to(schedule: NoiseSchedule, device: torch.device) -> NoiseSchedule:
+    """A copy of ``schedule`` on ``device`` (the caller's schedule is left where it was)."""
+    copy = NoiseSchedule.__new__(NoiseSchedule)
+    copy.__dict__.update(schedule.__dict__)
+    return copy.to(device)

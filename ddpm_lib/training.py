@@ -1,0 +1,424 @@
+"""Training: the run's settings (one dataclass, readable from YAML) and the Trainer that runs them.
+
+The loop is Ho et al.'s Algorithm 1 with the usual engineering around it:
+
+    repeat:  x_0 ~ data,  t ~ Uniform(0..T-1),  eps ~ N(0, I)
+             take a gradient step on || eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t) ||^2
+             update the EMA copy of the weights
+
+AdamW with linear warm-up, gradient clipping, a non-finite-loss guard, bf16 autocast and
+channels_last on CUDA, optional torch.compile, DistributedDataParallel under torchrun, tqdm progress,
+a CSV log of every step, and atomic checkpoints from which a killed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt_io
+from .data import DATASETS, fingerprint, load_dataset
+from .ema import EMA, unwrap
+from .losses import ddpm_loss
+from .schedule import NoiseSchedule
+from .unet import PRESETS, UNet
+
+LOG_FIELDS = ("step", "loss", "grad_norm", "lr", "ema_decay", "skipped", "img_per_s", "elapsed_s")
+# Settings that must not change when a run is resumed: changing them would make it another run.
+RESUME_FIXED = ("dataset", "preset", "schedule", "timesteps", "batch_size", "lr", "warmup_steps",
+                "weight_decay", "grad_clip", "ema_decay", "seed")
+
+
+@dataclass
+class RunConfig:
+    """Every setting of a training run. Saved in each checkpoint; readable from a YAML file."""
+
+    dataset: str = "mnist-sample"          # one of ddpm_lib.data.DATASETS
+    data_root: str | None = None           # folder for torchvision data sets (default: $DDPM_DATA)
+    preset: str = "tiny"                   # UNet preset (ddpm_lib.unet.PRESETS)
+    schedule: str = "linear"               # "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal)
+    timesteps: int = 1000                  # T
+    steps: int = 10_000                    # optimizer steps to reach
+    batch_size: int = 64                   # images per step (all processes together under torchrun)
+    lr: float = 2e-4                       # AdamW learning rate after warm-up (Ho et al.: 2e-4)
+    warmup_steps: int = 200                # linear learning-rate warm-up (Ho et al.: 5000 on CIFAR-10)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0                 # max global gradient norm (Ho et al.: 1.0)
+    ema_decay: float = 0.999               # EMA decay, with warm-up (Ho et al.: 0.9999 over 800k steps)
+    seed: int = 0
+    checkpoint_every: int = 1000           # steps between checkpoints (and one at the end)
+    log_every: int = 50                    # steps between flushes of the CSV log
+    out: str = "runs/ddpm"                 # folder for last.pt and log.csv
+    device: str = "auto"                   # "auto", "cpu", "cuda" or "cuda:N"
+    bf16: bool = True                      # bf16 autocast on CUDA (the loss stays float32); ignored on CPU
+    channels_last: bool = True             # NHWC memory format (faster convolutions on CPU and GPU)
+    compile: bool = False                  # torch.compile the model (CUDA; minutes of compile on CPU)
+    max_bad_steps: int = 10                # stop after this many non-finite losses in a row
+    progress: bool = True                  # tqdm progress bar
+
+    def validate(self) -> "RunConfig":
+        """Raise ValueError naming the first setting that is out of range."""
+        checks = [
+            (self.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}"),
+            (self.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}"),
+            (self.schedule in ("linear", "cosine"), f"schedule must be 'linear' or 'cosine', got {self.schedule!r}"),
+            (_is_int(self.timesteps) and self.timesteps >= 2, f"timesteps must be an integer >= 2, got {self.timesteps!r}"),
+            (_is_int(self.steps) and self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}"),
+            (_is_int(self.batch_size) and self.batch_size >= 1, f"batch-size must be an integer >= 1, got {self.batch_size!r}"),
+            (_is_num(self.lr) and self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr!r}"),
+            (_is_int(self.warmup_steps) and self.warmup_steps >= 0, f"warmup-steps must be an integer >= 0, got {self.warmup_steps!r}"),
+            (_is_num(self.weight_decay) and self.weight_decay >= 0, f"weight-decay must be >= 0, got {self.weight_decay!r}"),
+            (_is_num(self.grad_clip) and self.grad_clip > 0, f"grad-clip must be > 0, got {self.grad_clip!r}"),
+            (_is_num(self.ema_decay) and 0 <= self.ema_decay < 1, f"ema-decay must lie in [0, 1), got {self.ema_decay!r}"),
+            (_is_int(self.seed) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}"),
+            (_is_int(self.checkpoint_every) and self.checkpoint_every >= 1,
+             f"checkpoint-every must be an integer >= 1, got {self.checkpoint_every!r}"),
+            (_is_int(self.log_every) and self.log_every >= 1, f"log-every must be an integer >= 1, got {self.log_every!r}"),
+            (_is_int(self.max_bad_steps) and self.max_bad_steps >= 1, f"max-bad-steps must be >= 1, got {self.max_bad_steps!r}"),
+            (isinstance(self.out, str) and self.out != "", "out must be a folder path"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        resolve_device(self.device)
+        return self
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(unknown)}; valid ones: {', '.join(sorted(names))}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "RunConfig":
+        """Read settings from a YAML mapping (keys are the field names, e.g. ``batch_size: 128``)."""
+        return cls.from_dict(read_yaml_settings(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def read_yaml_settings(path: str | Path) -> dict[str, Any]:
+    """The settings of a YAML file as a dict, after checking every key is a RunConfig field."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"config file {path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a mapping of settings, not {type(values).__name__}")
+    RunConfig.from_dict(values)                                            # names every unknown key
+    return values
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu; a clear ValueError for devices that are not there."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but no CUDA GPU is available here; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+    return device
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss was not finite for too many steps in a row."""
+
+
+@dataclass
+class DistInfo:
+    """Where this process sits in a torchrun job (world_size 1 when run alone)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_env(cls) -> "DistInfo":
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
+                   int(os.environ.get("WORLD_SIZE", 1)))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+class Trainer:
+    """Trains a UNet as ``config`` says; ``train()`` runs to ``config.steps`` and returns the log rows.
+
+    Give ``model`` or ``data`` (float images (N, C, 32, 32) in [-1, 1]) to use your own instead of the
+    config's preset and data set. Under ``torchrun`` it wraps the model in DistributedDataParallel,
+    gives each process its own shard of the data and lets process 0 alone write files.
+    """
+
+    def __init__(self, config: RunConfig, *, model: nn.Module | None = None, data: Tensor | None = None):
+        self.config = config.validate()
+        self.dist = DistInfo.from_env()
+        self.device = resolve_device(config.device)
+        if self.dist.world_size > 1:
+            self._init_distributed()
+        if config.batch_size % self.dist.world_size:
+            raise ValueError(f"batch-size {config.batch_size} is not divisible by {self.dist.world_size} processes")
+        self.local_batch = config.batch_size // self.dist.world_size
+
+        if data is None:
+            data = load_dataset(config.dataset, config.data_root, train=True)
+        _check_images(data)
+        self.data_hash = fingerprint(data)
+        self.data = data[self.dist.rank::self.dist.world_size].to(self.device)   # this process's shard
+        self.schedule = NoiseSchedule.from_name(config.schedule, config.timesteps).to(self.device)
+
+        torch.manual_seed(config.seed)                                     # the same initial weights everywhere
+        if model is None:
+            model = UNet.from_preset(config.preset, in_channels=data.shape[1])
+        if getattr(model, "in_channels", data.shape[1]) != data.shape[1]:
+            raise ValueError(f"the model takes {model.in_channels} channel(s) but the data has {data.shape[1]}")
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format)
+        self.ema = EMA(self.model, decay=config.ema_decay)
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                           fused=fused or None)
+        warmup = config.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+        self.step = 0
+        self.skipped_steps = 0                                             # non-finite steps skipped in all
+        self._bad_in_a_row = 0
+        # Data indices, timesteps and noise come from this generator; dropout from torch's global RNG.
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed * 1000 + self.dist.rank)
+        torch.manual_seed(config.seed * 1000 + self.dist.rank + 1)
+
+        self.train_model: nn.Module = self.model
+        if self.dist.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if config.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.out = Path(config.out)
+        self._log_rows: list[dict] = []
+        self._log_buffer: list[dict] = []
+
+    # ------------------------------------------------------------------ one step
+    def _autocast(self):
+        enabled = self.config.bf16 and self.device.type == "cuda"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def train_step(self) -> dict:
+        """One optimizer step on a fresh batch; returns the step's log row."""
+        self.train_model.train()
+        g = self.generator
+        idx = torch.randint(0, self.data.shape[0], (self.local_batch,), device=self.device, generator=g)
+        x0 = self.data[idx].contiguous(memory_format=self.memory_format)  # (B, C, H, W)
+        t = torch.randint(0, self.schedule.T, (self.local_batch,), device=self.device, generator=g)
+        noise = torch.randn(x0.shape, device=self.device, generator=g).contiguous(memory_format=self.memory_format)
+        with self._autocast():
+            loss = ddpm_loss(self.train_model, self.schedule, x0, t=t, noise=noise)   # float32 scalar
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        lr = self.optimizer.param_groups[0]["lr"]
+        decay = self.ema.current_decay()
+        # Gradients are all-reduced across processes, so every process takes the same decision here.
+        finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(loss))
+        if finite:
+            self.optimizer.step()
+            self.ema.update(self.model)
+            self._bad_in_a_row = 0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            self._bad_in_a_row += 1
+        self.scheduler.step()
+        self.step += 1
+        if self._bad_in_a_row >= self.config.max_bad_steps:
+            raise TrainingDiverged(
+                f"the loss was not finite for {self._bad_in_a_row} steps in a row (up to step {self.step}); "
+                f"the weights were left as they were and the last good checkpoint is {self.out / 'last.pt'}; "
+                f"try a lower --lr (now {self.config.lr})")
+        return {"step": self.step, "loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": lr,
+                "ema_decay": decay, "skipped": self.skipped_steps}
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, steps: int | None = None) -> list[dict]:
+        """Run until ``steps`` (default ``config.steps``) steps are done; checkpoints as configured.
+
+        Returns the log rows of the steps run by this call (also appended to OUT/log.csv).
+        """
+        target = self.config.steps if steps is None else steps
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        rows: list[dict] = []
+        start = time.perf_counter()
+        last_time, last_step = start, self.step
+        bar = tqdm(total=target, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
+                   disable=not (self.config.progress and self.dist.is_main))
+        try:
+            while self.step < target:
+                row = self.train_step()
+                now = time.perf_counter()
+                row["img_per_s"] = round(self.config.batch_size * (self.step - last_step) / max(now - last_time, 1e-9), 2)
+                row["elapsed_s"] = round(now - start, 3)
+                last_time, last_step = now, self.step
+                rows.append(row)
+                self._log_buffer.append(row)
+                bar.update(1)
+                if self.step % self.config.log_every == 0 or self.step == target:
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['img_per_s']:.0f}")
+                    self.flush_log()
+                if self.step % self.config.checkpoint_every == 0 or self.step == target:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            self.flush_log()
+        return rows
+
+    # ------------------------------------------------------------------ files
+    def flush_log(self) -> None:
+        """Append buffered log rows to OUT/log.csv (process 0 only)."""
+        if not self.dist.is_main or not self._log_buffer:
+            self._log_buffer.clear()
+            return
+        path = self.out / "log.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerows(self._log_buffer)
+        self._log_buffer.clear()
+
+    def state(self) -> dict:
+        """Everything a checkpoint holds (see ddpm_lib.checkpoint)."""
+        rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        rngs = [rng]
+        if self.dist.world_size > 1:
+            rngs = [None] * self.dist.world_size
+            dist.all_gather_object(rngs, {k: v.cpu() for k, v in rng.items()})
+        return {"format": ckpt_io.FORMAT, "version": ckpt_io.VERSION, "kind": "train", "step": self.step,
+                "config": self.config.to_dict(), "model_config": unwrap(self.model).config,
+                "schedule": self.schedule.to_config(), "model": unwrap(self.model).state_dict(),
+                "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": rngs, "data_hash": self.data_hash,
+                "skipped_steps": self.skipped_steps, "world_size": self.dist.world_size,
+                "torch_version": str(torch.__version__)}
+
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        """Write OUT/last.pt (or ``path``) atomically; only process 0 writes."""
+        path = Path(path) if path is not None else self.out / "last.pt"
+        state = self.state()                                               # collective under torchrun
+        if self.dist.is_main:
+            self.flush_log()
+            ckpt_io.atomic_save(state, path)
+        if self.dist.world_size > 1:
+            dist.barrier()
+        return path
+
+    def load_state(self, ckpt: dict) -> None:
+        """Continue from a training checkpoint, after checking it belongs to this run."""
+        name = ckpt.get("path", "the checkpoint")
+        if ckpt.get("kind") != "train":
+            raise ckpt_io.CheckpointError(f"{name} holds weights only and cannot be resumed from")
+        saved = ckpt["config"]
+        diffs = [f"{k}={saved.get(k)!r} (now {getattr(self.config, k)!r})"
+                 for k in RESUME_FIXED if saved.get(k) != getattr(self.config, k)]
+        if diffs:
+            raise ckpt_io.CheckpointError(f"{name} belongs to another run: {'; '.join(diffs)}")
+        if ckpt.get("data_hash") != self.data_hash:
+            raise ckpt_io.CheckpointError(f"{name} was trained on other data than {self.config.dataset!r} here "
+                                          "(the data set's fingerprint differs)")
+        if ckpt.get("world_size", 1) != self.dist.world_size:
+            raise ckpt_io.CheckpointError(f"{name} was written by {ckpt.get('world_size', 1)} process(es), "
+                                          f"not {self.dist.world_size}")
+        unwrap(self.model).load_state_dict(ckpt["model"])
+        self.ema.load_state_dict(ckpt["ema"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.step = int(ckpt["step"])
+        self.skipped_steps = int(ckpt.get("skipped_steps", 0))
+        rng = ckpt["rng"][self.dist.rank]
+        torch.set_rng_state(rng["torch"].cpu())
+        self.generator.set_state(rng["generator"].cpu())
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
+        self._truncate_log()
+
+    def _truncate_log(self) -> None:
+        """Drop log rows written after the checkpoint (by a run that was killed before its next one)."""
+        path = self.out / "log.csv"
+        if not self.dist.is_main or not path.exists():
+            return
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
+        tmp = path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+
+    @classmethod
+    def resume(cls, path: str | Path, config: RunConfig | None = None, **kwargs) -> "Trainer":
+        """A Trainer continuing the run saved at ``path``; ``config`` may raise ``steps`` or change ``out``."""
+        ckpt = ckpt_io.load_checkpoint(path)
+        if config is None:
+            if ckpt.get("kind") != "train":
+                raise ckpt_io.CheckpointError(f"{path} holds weights only and cannot be resumed from")
+            config = RunConfig.from_dict(ckpt["config"])
+        trainer = cls(config, **kwargs)
+        trainer.load_state(ckpt)
+        return trainer
+
+    def _init_distributed(self) -> None:
+        if not dist.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend)
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+
+
+def _check_images(data: Tensor) -> None:
+    if not isinstance(data, Tensor) or data.dim() != 4 or data.shape[0] < 1:
+        raise ValueError(f"training data must be a tensor of images (N, C, H, W), got "
+                         f"{tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__}")
+    if not data.is_floating_point():
+        raise ValueError(f"training data must be float images in [-1, 1], got dtype {data.dtype}")
+    lo, hi = float(data.min()), float(data.max())
+    if lo < -1.0001 or hi > 1.0001:
+        raise ValueError(f"training data must lie in [-1, 1], got values from {lo:.3g} to {hi:.3g} "
+                         "(scale images with ddpm_lib.data.to_model_range)")
+

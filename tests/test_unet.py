@@ -1,0 +1,122 @@
+"""The UNet: shapes, sizes, the tutorial's layout, gradients everywhere, and that it can learn."""
+
+import pytest
+import torch
+
+from ddpm_lib import NoiseSchedule, UNet, ddpm_loss
+from ddpm_lib.unet import PRESETS, SelfAttention, timestep_embedding
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_presets_keep_the_image_shape(preset, channels):
+    model = UNet.from_preset(preset, in_channels=channels).eval()
+    x = torch.randn(2, channels, 32, 32)
+    with torch.no_grad():
+        assert model(x, torch.tensor([0, 999])).shape == (2, channels, 32, 32)
+
+
+def test_parameter_counts_of_presets():
+    tiny = UNet.from_preset("tiny").num_parameters()
+    tutorial = UNet.from_preset("tutorial").num_parameters()
+    assert tiny == 359_905                                                 # regression guard
+    assert tutorial == 36_216_129
+    assert 34e6 < tutorial < 38e6                                          # the tutorial's "about 35M"
+    assert tiny < 1e6
+
+
+def test_tutorial_preset_has_the_tutorials_layout():
+    model = UNet.from_preset("tutorial")
+    assert model.level_widths == [64, 128, 256, 512, 512, 384]
+    attn_widths = sorted(m.qkv.in_channels for m in model.modules() if isinstance(m, SelfAttention))
+    assert attn_widths == [128, 384]                                       # both 16x16 levels, as in the tutorial
+    heads = {m.heads for m in model.modules() if isinstance(m, SelfAttention)}
+    groups = {m.num_groups for m in model.modules() if isinstance(m, torch.nn.GroupNorm)}
+    dropouts = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+    assert heads == {8} and groups == {32} and dropouts == {0.1}
+
+
+def test_time_embedding_values():
+    emb = timestep_embedding(torch.tensor([0, 5]), 8)
+    assert emb.shape == (2, 8)
+    assert torch.equal(emb[0], torch.tensor([1.0, 1, 1, 1, 0, 0, 0, 0]))  # cos(0) = 1, sin(0) = 0
+    assert emb[1, 0].item() == pytest.approx(torch.cos(torch.tensor(5.0)).item())
+    with pytest.raises(ValueError):
+        timestep_embedding(torch.tensor([1]), 7)
+
+
+def test_output_depends_on_t():
+    torch.manual_seed(0)
+    model = UNet()
+    for p in model.parameters():                                           # leave the zero-init start
+        torch.nn.init.normal_(p, std=0.05)
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        assert not torch.allclose(model(x, torch.tensor([1])), model(x, torch.tensor([900])))
+
+
+def test_gradients_reach_every_parameter():
+    torch.manual_seed(0)
+    model = UNet(dropout=0.1)
+    schedule = NoiseSchedule.linear()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x0 = torch.rand(4, 1, 32, 32) * 2 - 1
+    for _ in range(2):                                                     # leave the zero-initialised start
+        opt.zero_grad()
+        ddpm_loss(model, schedule, x0).backward()
+        opt.step()
+    opt.zero_grad()
+    ddpm_loss(model, schedule, x0).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().max() == 0]
+    assert missing == []
+
+
+def test_channels_last_gives_the_same_output():
+    torch.manual_seed(0)
+    model = UNet().eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x, t = torch.randn(3, 1, 32, 32), torch.tensor([3, 300, 900])
+    with torch.no_grad():
+        a = model(x, t)
+        b = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last), t)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_wrong_input_shapes_are_named():
+    model = UNet()
+    with pytest.raises(ValueError, match=r"\(B, 1, 32, 32\)"):
+        model(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="t of shape"):
+        model(torch.randn(2, 1, 32, 32), torch.tensor([0]))
+    with pytest.raises(ValueError, match="preset"):
+        UNet.from_preset("huge")
+    with pytest.raises(ValueError, match="num_groups"):
+        UNet(base_channels=30)
+
+
+def test_tiny_overfits_a_small_batch():
+    """Eight fixed images: the loss on a fixed set of (t, noise) draws must fall far below its start (~1)."""
+    torch.manual_seed(0)
+    schedule = NoiseSchedule.linear()
+    model = UNet.from_preset("tiny")
+    x0 = (torch.rand(8, 1, 32, 32) > 0.7).float() * 2 - 1                 # fixed binary "images"
+    gen = torch.Generator().manual_seed(1)
+    x_eval = x0.repeat(16, 1, 1, 1)
+    t_eval = torch.randint(0, schedule.T, (128,), generator=gen)
+    noise_eval = torch.randn(x_eval.shape, generator=gen)
+
+    def eval_loss() -> float:
+        with torch.no_grad():
+            return ddpm_loss(model, schedule, x_eval, t=t_eval, noise=noise_eval).item()
+
+    before = eval_loss()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for _ in range(300):
+        loss = ddpm_loss(model, schedule, x0, generator=gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = eval_loss()
+    assert before > 0.9
+    assert after < 0.3 * before, (before, after)
