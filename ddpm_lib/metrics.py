@@ -1,0 +1,159 @@
+"""Sample-quality metrics for MNIST-like digits, from a small classifier the project trains itself.
+
+* confident share: the fraction of images the classifier labels with probability >= 0.9;
+* class balance: the entropy of the predicted-label histogram divided by log(10) (1.0 = uniform);
+* feature Frechet distance: ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2) between
+  Gaussian fits to the classifier's 64-d penultimate features of two image sets. This is the MNIST
+  analogue of FID, *not* Inception FID: its numbers are not comparable with published FIDs.
+
+The classifier runs in eval mode on fixed-size chunks and has no batch statistics, so every metric is
+the same whatever batch size the images arrive in. Each result says how many images it used.
+The reference set is 744 of the 1,000 held-out real digits; the other 256 are the "real" calibration
+row, so no digit is compared with itself and none was seen by the diffusion model or the classifier.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .data import ASSETS, load_dataset
+
+CLASSIFIER = ASSETS / "mnist_classifier.pt"
+FEATURE_DIM = 64
+CHUNK = 256
+
+
+class MnistClassifier(nn.Module):
+    """A small CNN for 32x32 digits in [-1, 1]: four 3x3 conv stages, then 64 features, then 10 logits."""
+
+    def __init__(self):
+        super().__init__()
+        def stage(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.body = nn.Sequential(stage(1, 32), stage(32, 64), stage(64, 64), stage(64, 128))  # (B, 128, 2, 2)
+        self.features_head = nn.Sequential(nn.Flatten(), nn.Dropout(0.3), nn.Linear(512, FEATURE_DIM), nn.ReLU())
+        self.classify = nn.Linear(FEATURE_DIM, 10)
+
+    def features(self, x: Tensor) -> Tensor:                               # (B, 1, 32, 32) -> (B, 64)
+        return self.features_head(self.body(x))
+
+    def forward(self, x: Tensor) -> Tensor:                                # (B, 1, 32, 32) -> (B, 10) logits
+        return self.classify(self.features(x))
+
+
+_loaded: dict[str, MnistClassifier] = {}
+
+
+def load_classifier(path: str | Path = CLASSIFIER) -> MnistClassifier:
+    """The shipped classifier (trained by scripts/train_classifier.py), in eval mode, on the CPU."""
+    key = str(path)
+    if key not in _loaded:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"classifier weights {path} are missing; run scripts/train_classifier.py")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = MnistClassifier()
+        model.load_state_dict(state["model"])
+        _loaded[key] = model.eval()
+    return _loaded[key]
+
+
+@torch.no_grad()
+def classifier_outputs(images: Tensor, classifier: MnistClassifier | None = None) -> tuple[Tensor, Tensor]:
+    """Class probabilities (N, 10) and features (N, 64), float64, for images (N, 1, 32, 32) in [-1, 1]."""
+    _check_digits(images)
+    classifier = classifier or load_classifier()
+    probs, feats = [], []
+    for start in range(0, images.shape[0], CHUNK):
+        x = images[start:start + CHUNK].float().cpu()
+        f = classifier.features(x)
+        probs.append(F.softmax(classifier.classify(f), dim=1).double())
+        feats.append(f.double())
+    return torch.cat(probs), torch.cat(feats)
+
+
+def class_entropy(labels: Tensor, num_classes: int = 10) -> float:
+    """Entropy of the label histogram over log(num_classes): 1.0 when every class is equally common."""
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    p = counts / counts.sum()
+    p = p[p > 0]
+    return float(-(p * p.log()).sum() / math.log(num_classes))
+
+
+def frechet_distance(feats_a: Tensor, feats_b: Tensor) -> float:
+    """Frechet distance between Gaussian fits to two feature sets (N_a, D) and (N_b, D), in float64.
+
+    tr((S_a^1/2 S_b S_a^1/2)^1/2) is computed from the eigenvalues of the symmetric matrix
+    S_a^1/2 S_b S_a^1/2, which are those of S_a S_b, so no non-symmetric matrix square root is needed.
+    """
+    a, b = feats_a.double(), feats_b.double()
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1] or min(a.shape[0], b.shape[0]) < 2:
+        raise ValueError("need two feature sets (N, D) with the same D and N >= 2")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    eval_a, evec_a = torch.linalg.eigh(cov_a)
+    sqrt_a = evec_a @ torch.diag(eval_a.clamp(min=0).sqrt()) @ evec_a.T
+    cross = torch.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a).clamp(min=0).sqrt().sum()
+    return float(((mu_a - mu_b) ** 2).sum() + torch.trace(cov_a) + torch.trace(cov_b) - 2 * cross)
+
+
+def reference_split() -> tuple[Tensor, Tensor]:
+    """The held-out real digits split into (reference 744, calibration 256), fixed once (seed 0)."""
+    held = load_dataset("mnist-sample", train=False)
+    order = torch.randperm(held.shape[0], generator=torch.Generator().manual_seed(0))
+    return held[order[256:]], held[order[:256]]
+
+
+_reference_feats: Tensor | None = None
+
+
+def reference_features() -> Tensor:
+    global _reference_feats
+    if _reference_feats is None:
+        _reference_feats = classifier_outputs(reference_split()[0])[1]
+    return _reference_feats
+
+
+def sample_quality(images: Tensor, *, threshold: float = 0.9) -> dict:
+    """Confident share, class balance and feature Frechet distance of digit images (N, 1, 32, 32).
+
+    Returns a dict with ``n``, ``confident`` (share with max probability >= ``threshold``),
+    ``class_entropy``, ``frechet`` (against the 744 reference digits), ``n_reference`` and
+    ``class_counts``.
+    """
+    probs, feats = classifier_outputs(images)
+    labels = probs.argmax(1)
+    ref = reference_features()
+    return {"n": int(images.shape[0]), "confident": float((probs.max(1).values >= threshold).double().mean()),
+            "class_entropy": class_entropy(labels), "frechet": frechet_distance(feats, ref),
+            "n_reference": int(ref.shape[0]), "class_counts": torch.bincount(labels, minlength=10).tolist()}
+
+
+def blur(images: Tensor, sigma: float = 1.0) -> Tensor:
+    """Gaussian blur (a calibration row: plausible digits, wrong texture)."""
+    radius = max(1, int(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    k = k / k.sum()
+    c = images.shape[1]
+    out = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    return out
+
+
+def add_noise(images: Tensor, std: float = 0.3, seed: int = 0) -> Tensor:
+    """Gaussian pixel noise, clipped to [-1, 1] (a calibration row: right shapes, noisy pixels)."""
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
+    return (images + std * noise).clamp(-1, 1)
+
+
+def _check_digits(images: Tensor) -> None:
+    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1:] != (1, 32, 32):
+        raise ValueError(f"expected digit images (N, 1, 32, 32) in [-1, 1], got "
+                         f"{tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__}")
+    if images.shape[0] < 2:
+        raise ValueError("need at least 2 images to compute sample-quality metrics")

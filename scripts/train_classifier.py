@@ -1,0 +1,67 @@
+"""Train the MNIST classifier behind ddpm_lib.metrics and write ddpm_lib/assets/mnist_classifier.pt.
+
+Data: the 9,000 training digits of mnist-sample, with random shifts of up to 2 pixels; accuracy is
+measured on the 1,000 held-out digits, which the classifier never sees. Deterministic for a seed.
+    python scripts/train_classifier.py            # about 3 minutes on a 2-core CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ddpm_lib.checkpoint import atomic_save
+from ddpm_lib.data import load_dataset
+from ddpm_lib.metrics import CLASSIFIER, MnistClassifier
+
+
+def shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:
+    """Translate each image by up to ``max_shift`` pixels (background -1 fills the gap)."""
+    padded = F.pad(x, (max_shift,) * 4, value=-1.0)
+    out = torch.empty_like(x)
+    offsets = torch.randint(0, 2 * max_shift + 1, (x.shape[0], 2), generator=gen)
+    for i, (dy, dx) in enumerate(offsets.tolist()):
+        out[i] = padded[i, :, dy:dy + x.shape[2], dx:dx + x.shape[3]]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    x, y = load_dataset("mnist-sample", with_labels=True)
+    x_test, y_test = load_dataset("mnist-sample", train=False, with_labels=True)
+    model = MnistClassifier()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    steps_per_epoch = x.shape[0] // 128
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=args.epochs * steps_per_epoch)
+    start = time.time()
+    for epoch in range(args.epochs):
+        model.train()
+        order = torch.randperm(x.shape[0], generator=gen)
+        for i in range(steps_per_epoch):
+            idx = order[i * 128:(i + 1) * 128]
+            loss = F.cross_entropy(model(shift(x[idx], gen)), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        model.eval()
+        with torch.no_grad():
+            acc = (model(x_test).argmax(1) == y_test).float().mean().item()
+        print(f"epoch {epoch + 1}: loss {loss.item():.4f}, held-out accuracy {acc:.4f}", flush=True)
+    summary = {"held_out_accuracy": acc, "held_out_n": int(x_test.shape[0]), "train_n": int(x.shape[0]),
+               "epochs": args.epochs, "seed": args.seed, "seconds": round(time.time() - start, 1)}
+    atomic_save({"model": model.state_dict(), "summary": summary}, CLASSIFIER)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
