@@ -32,6 +32,7 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 
     Writes a temporary file in the same folder, flushes and fsyncs it, renames it over ``path`` (an
     atomic operation on POSIX and Windows) and fsyncs the folder so the rename itself is durable.
+    Temporary files that a killed writer left behind are removed after a successful write.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,6 +46,8 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     finally:
         if tmp.exists():
             tmp.unlink()
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):                  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
     if hasattr(os, "O_DIRECTORY"):
         fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -78,12 +81,13 @@ def load_checkpoint(path: str | Path | None = None, map_location: str | torch.de
 
 
 def model_from_checkpoint(ckpt: dict, *, weights: str = "ema", device: str | torch.device = "cpu",
-                          in_channels: int | None = None, preset: str | None = None
-                          ) -> tuple[UNet, NoiseSchedule]:
+                          in_channels: int | None = None, preset: str | None = None,
+                          schedule: NoiseSchedule | None = None) -> tuple[UNet, NoiseSchedule]:
     """The model (in eval mode) and the noise schedule it was trained with.
 
     ``weights`` picks the EMA weights (what DDPM samples with) or the raw ``"model"`` weights.
-    ``in_channels`` / ``preset``, when given, must match the checkpoint's (a clear error otherwise).
+    ``in_channels`` / ``preset`` / ``schedule``, when given, must match the checkpoint's (a clear error
+    otherwise): sampling with another schedule than the training one gives wrong images silently.
     Warns when the EMA has averaged so few updates that its samples would still look like noise.
     """
     name = ckpt.get("path", "the checkpoint")
@@ -109,8 +113,11 @@ def model_from_checkpoint(ckpt: dict, *, weights: str = "ema", device: str | tor
             warnings.warn(f"{name}: the EMA weights average only {updates} updates; early in training they are "
                           "close to the random initial weights and sample noise. Use weights='model' "
                           "(--weights model) or train longer.", stacklevel=2)
-    schedule = NoiseSchedule.from_config(ckpt["schedule"])
-    return model.to(device).eval(), schedule.to(device)
+    saved = NoiseSchedule.from_config(ckpt["schedule"])
+    if schedule is not None and not saved.same_as(schedule):
+        raise CheckpointError(f"{name} was trained with {saved!r}, not {schedule!r}; sample with the schedule "
+                              "returned by model_from_checkpoint")
+    return model.to(device).eval(), saved.to(device)
 
 
 def export_weights(ckpt: dict, path: str | Path, **extra: Any) -> Path:

@@ -152,7 +152,7 @@ def check_writable_dir(path: Path, what: str) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
-    from .training import RunConfig, Trainer
+    from .training import RunConfig, Trainer, check_resumable
 
     given = _settings_given(args)
     base = RunConfig().to_dict()
@@ -161,10 +161,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = Path(given.get("out", base["out"]))
         path = out / "last.pt" if args.resume == "auto" else Path(args.resume)
         ckpt = load_checkpoint(path)
-        if ckpt.get("kind") != "train":
-            raise UsageError(f"{path} holds weights only and cannot be resumed from")
         base = ckpt["config"]                                              # the run's own settings ...
     config = RunConfig.from_dict({**base, **given}).validate()             # ... and what is asked now
+    if ckpt is not None:
+        check_resumable(ckpt, config)                                      # before any data is loaded
     if ckpt is not None and config.steps <= ckpt["step"]:
         print(f"{ckpt['path']} is already at step {ckpt['step']} of {config.steps}; raise --steps to train on")
         return 0

@@ -152,6 +152,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def check_resumable(ckpt: dict, config: RunConfig) -> None:
+    """Raise CheckpointError unless ``ckpt`` is a training checkpoint of the run ``config`` describes.
+
+    The settings in RESUME_FIXED must agree: changing them would make the continued run another run.
+    Cheap: call it before loading any data.
+    """
+    name = ckpt.get("path", "the checkpoint")
+    if ckpt.get("kind") != "train":
+        raise ckpt_io.CheckpointError(f"{name} holds weights only and cannot be resumed from")
+    saved = ckpt["config"]
+    diffs = [f"{k}={saved.get(k)!r} (now {getattr(config, k)!r})"
+             for k in RESUME_FIXED if saved.get(k) != getattr(config, k)]
+    if diffs:
+        raise ckpt_io.CheckpointError(f"{name} belongs to another run: {'; '.join(diffs)}")
+
+
 class TrainingDiverged(RuntimeError):
     """The loss was not finite for too many steps in a row."""
 
@@ -205,6 +221,9 @@ class Trainer:
         if getattr(model, "in_channels", data.shape[1]) != data.shape[1]:
             raise ValueError(f"the model takes {model.in_channels} channel(s) but the data has {data.shape[1]}")
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        # bf16 autocast for the model's forward and backward; the loss is always computed in float32.
+        # On by default on CUDA only (CPUs without bf16 units run it slower); tests switch it on for CPU.
+        self.amp = config.bf16 and self.device.type == "cuda"
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.ema = EMA(self.model, decay=config.ema_decay)
         fused = self.device.type == "cuda"
@@ -232,8 +251,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def _autocast(self):
-        enabled = self.config.bf16 and self.device.type == "cuda"
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
     def train_step(self) -> dict:
         """One optimizer step on a fresh batch; returns the step's log row."""
@@ -262,12 +280,16 @@ class Trainer:
             self._bad_in_a_row += 1
         self.scheduler.step()
         self.step += 1
+        loss_value = loss.detach()
+        if self.dist.world_size > 1:                                       # log the mean over processes
+            dist.all_reduce(loss_value)
+            loss_value = loss_value / self.dist.world_size
         if self._bad_in_a_row >= self.config.max_bad_steps:
             raise TrainingDiverged(
                 f"the loss was not finite for {self._bad_in_a_row} steps in a row (up to step {self.step}); "
                 f"the weights were left as they were and the last good checkpoint is {self.out / 'last.pt'}; "
                 f"try a lower --lr (now {self.config.lr})")
-        return {"step": self.step, "loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": lr,
+        return {"step": self.step, "loss": float(loss_value), "grad_norm": float(grad_norm), "lr": lr,
                 "ema_decay": decay, "skipped": self.skipped_steps}
 
     # ------------------------------------------------------------------ the loop
@@ -339,6 +361,8 @@ class Trainer:
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
         """Write OUT/last.pt (or ``path``) atomically; only process 0 writes."""
         path = Path(path) if path is not None else self.out / "last.pt"
+        if self.dist.world_size > 1:
+            self._check_in_sync()
         state = self.state()                                               # collective under torchrun
         if self.dist.is_main:
             self.flush_log()
@@ -349,14 +373,8 @@ class Trainer:
 
     def load_state(self, ckpt: dict) -> None:
         """Continue from a training checkpoint, after checking it belongs to this run."""
+        check_resumable(ckpt, self.config)
         name = ckpt.get("path", "the checkpoint")
-        if ckpt.get("kind") != "train":
-            raise ckpt_io.CheckpointError(f"{name} holds weights only and cannot be resumed from")
-        saved = ckpt["config"]
-        diffs = [f"{k}={saved.get(k)!r} (now {getattr(self.config, k)!r})"
-                 for k in RESUME_FIXED if saved.get(k) != getattr(self.config, k)]
-        if diffs:
-            raise ckpt_io.CheckpointError(f"{name} belongs to another run: {'; '.join(diffs)}")
         if ckpt.get("data_hash") != self.data_hash:
             raise ckpt_io.CheckpointError(f"{name} was trained on other data than {self.config.dataset!r} here "
                                           "(the data set's fingerprint differs)")
@@ -402,6 +420,15 @@ class Trainer:
         trainer.load_state(ckpt)
         return trainer
 
+    def _check_in_sync(self) -> None:
+        """Under DDP every process must hold the same weights; refuse to save if they drifted apart."""
+        checksum = torch.stack([p.detach().double().sum() for p in self.model.parameters()]).sum().reshape(1)
+        sums = [torch.zeros_like(checksum) for _ in range(self.dist.world_size)]
+        dist.all_gather(sums, checksum)
+        if any(not torch.equal(s, sums[0]) for s in sums):
+            raise RuntimeError(f"the processes' weights differ at step {self.step} (checksums "
+                               f"{[float(s) for s in sums]}); the last checkpoint was not overwritten")
+
     def _init_distributed(self) -> None:
         if not dist.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
@@ -417,6 +444,8 @@ def _check_images(data: Tensor) -> None:
                          f"{tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__}")
     if not data.is_floating_point():
         raise ValueError(f"training data must be float images in [-1, 1], got dtype {data.dtype}")
+    if not bool(torch.isfinite(data).all()):
+        raise ValueError("training data contains NaN or infinite values")
     lo, hi = float(data.min()), float(data.max())
     if lo < -1.0001 or hi > 1.0001:
         raise ValueError(f"training data must lie in [-1, 1], got values from {lo:.3g} to {hi:.3g} "

@@ -1,0 +1,179 @@
+"""What must not go wrong: killed runs, non-finite losses, mixed precision, EMA and schedule mix-ups."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ddpm_lib import NoiseSchedule, RunConfig, Trainer, TrainingDiverged, UNet, load_checkpoint, model_from_checkpoint
+from ddpm_lib.checkpoint import CheckpointError
+
+
+def cli(*args):
+    return [sys.executable, "-m", "ddpm_lib", *map(str, args)]
+
+
+def log_losses(path):
+    with open(path) as f:
+        return [(int(r["step"]), r["loss"]) for r in csv.DictReader(f)]
+
+
+def wait_for_checkpoint(path, min_step, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended before step {min_step}: {proc.stderr.read()}")
+        if path.exists():
+            try:
+                if load_checkpoint(path)["step"] >= min_step:
+                    return
+            except CheckpointError:
+                raise                                                      # a torn file would land here
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint in time")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_identical_losses(tmp_path):
+    common = ["--steps", 24, "--batch-size", 4, "--checkpoint-every", 4, "--device", "cpu", "--no-progress",
+              "--seed", 3]
+    full = subprocess.run(cli("train", *common, "--out", tmp_path / "full"), capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cli("train", *common, "--out", killed), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    wait_for_checkpoint(killed / "last.pt", 8, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step_at_kill = load_checkpoint(killed / "last.pt")["step"]
+    assert 8 <= step_at_kill < 24
+
+    resumed = subprocess.run(cli("train", "--resume", "--out", killed, "--steps", 24, "--no-progress"),
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed {killed / 'last.pt'} at step {step_at_kill}" in resumed.stdout
+    assert log_losses(killed / "log.csv") == log_losses(tmp_path / "full" / "log.csv")   # bit-identical losses
+    assert load_checkpoint(killed / "last.pt")["step"] == 24
+
+
+@pytest.mark.slow
+def test_checkpoint_survives_kills_at_any_moment(tmp_path):
+    """Checkpoint every step and kill at arbitrary moments: last.pt must always load."""
+    out = tmp_path / "run"
+    for i, delay in enumerate([0.0, 0.13, 0.29, 0.41]):
+        proc = subprocess.Popen(cli("train", "--steps", 400, "--batch-size", 2, "--checkpoint-every", 1,
+                                    "--device", "cpu", "--no-progress", "--out", out,
+                                    *(["--resume"] if i else [])),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for_checkpoint(out / "last.pt", 2 + 3 * i, proc)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        ckpt = load_checkpoint(out / "last.pt")                            # never torn
+        assert ckpt["step"] >= 2 + 3 * i
+    finish = subprocess.run(cli("train", "--resume", "--out", out, "--steps", load_checkpoint(out / "last.pt")["step"] + 2,
+                                "--no-progress"), capture_output=True, text=True)
+    assert finish.returncode == 0, finish.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["last.pt", "log.csv"]    # no temp file left behind
+
+
+class Poisoned(UNet):
+    """A UNet whose output becomes NaN while ``poison`` is set."""
+
+    poison = False
+
+    def forward(self, x, t):
+        out = super().forward(x, t)
+        return out * float("nan") if self.poison else out
+
+
+@pytest.fixture
+def digits():
+    from ddpm_lib import load_dataset
+
+    return load_dataset("mnist-sample")[:32]
+
+
+def config(tmp_path, **kw):
+    return RunConfig(**{**dict(steps=4, batch_size=4, out=str(tmp_path / "run"), progress=False, device="cpu",
+                               checkpoint_every=2, warmup_steps=1, max_bad_steps=3), **kw})
+
+
+def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, digits):
+    torch.manual_seed(0)
+    model = Poisoned()
+    trainer = Trainer(config(tmp_path), model=model, data=digits)
+    trainer.train()                                                        # 4 good steps, checkpoint at 4
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    ema = [p.clone() for p in trainer.ema.module.parameters()]
+    model.poison = True
+    row = trainer.train_step()
+    assert row["skipped"] == 1 and trainer.skipped_steps == 1
+    assert all(torch.equal(weights[k], v) for k, v in trainer.model.state_dict().items())   # untouched
+    assert all(torch.equal(a, b) for a, b in zip(ema, trainer.ema.module.parameters()))
+    model.poison = False
+    trainer.train_step()                                                   # a good step resets the streak
+    model.poison = True
+    trainer.train_step()
+    trainer.train_step()
+    with pytest.raises(TrainingDiverged, match="not finite for 3 steps in a row.*last good checkpoint"):
+        trainer.train_step()
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")                   # the last good one is intact
+    assert ckpt["step"] == 4 and ckpt["skipped_steps"] == 0
+
+
+def test_bf16_autocast_keeps_the_loss_float32_and_close_to_fp32(tmp_path, digits):
+    runs = {}
+    for amp in (False, True):
+        trainer = Trainer(config(tmp_path, steps=12, out=str(tmp_path / f"amp{amp}")), data=digits)
+        trainer.amp = amp                                                  # on CPU only for this test
+        with trainer._autocast():
+            x = digits[:2]
+            out = trainer.model(x, torch.tensor([1, 2]))
+        assert out.dtype == (torch.bfloat16 if amp else torch.float32)
+        runs[amp] = [r["loss"] for r in trainer.train()]
+    assert all(torch.isfinite(torch.tensor(v)).all() for v in runs.values())
+    diffs = [abs(a - b) for a, b in zip(runs[False], runs[True])]
+    assert max(diffs) < 0.05, diffs                                        # same curve within bf16 noise
+
+
+def test_sampling_refuses_another_schedule(tmp_path, digits):
+    Trainer(config(tmp_path), data=digits).train()
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    with pytest.raises(CheckpointError, match="trained with NoiseSchedule.linear"):
+        model_from_checkpoint(ckpt, weights="model", schedule=NoiseSchedule.cosine())
+    model, schedule = model_from_checkpoint(ckpt, weights="model", schedule=NoiseSchedule.linear())
+    assert schedule.same_as(NoiseSchedule.linear())
+
+
+def test_resume_refuses_another_preset_or_dataset(tmp_path):
+    out = tmp_path / "run"
+    ok = subprocess.run(cli("train", "--steps", 2, "--batch-size", 2, "--device", "cpu", "--no-progress",
+                            "--out", out), capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    for flags, message in ([("--preset", "tutorial"), "preset='tiny' (now 'tutorial')"],
+                           [("--dataset", "cifar10"), "dataset='mnist-sample' (now 'cifar10')"]):
+        result = subprocess.run(cli("train", "--resume", "--out", out, "--steps", 4, *flags), capture_output=True,
+                                text=True)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    early = subprocess.run(cli("sample", "--checkpoint", out / "last.pt", "--n", 2, "--steps", 2, "--device", "cpu",
+                               "--out", tmp_path / "s", "--no-progress"), capture_output=True, text=True)
+    assert early.returncode == 0 and "warning:" in early.stderr and "EMA weights average only 2" in early.stderr
+
+
+def test_library_errors_name_the_problem():
+    s = NoiseSchedule.linear()
+    with pytest.raises(ValueError, match="NaN"):
+        Trainer(RunConfig(device="cpu", progress=False), data=torch.full((4, 1, 32, 32), float("nan")))
+    if torch.cuda.is_available():                                          # pragma: no cover - GPU machines
+        with pytest.raises(ValueError, match="schedule.to"):
+            s.q_sample(torch.zeros(1, 1, 4, 4, device="cuda"), torch.zeros(1, dtype=torch.long, device="cuda"))
+    with pytest.raises(ValueError, match="is on"):
+        s.q_sample(torch.zeros(1, 1, 4, 4), torch.zeros(1, dtype=torch.long, device="meta"))
