@@ -29,7 +29,7 @@ class BookProfile:
 
 
 PROFILES = {
-    "cpu": dict(preset="tiny", train_steps=150, train_batch=64, n_samples=36, sample_steps=250,
+    "cpu": dict(preset="tiny", train_steps=100, train_batch=64, n_samples=36, sample_steps=250,
                 bpd_images=32, bpd_timesteps=50, chunk_size=64),
     "cuda": dict(preset="tutorial", train_steps=20_000, train_batch=256, n_samples=256, sample_steps=1000,
                  bpd_images=1000, bpd_timesteps=1000, chunk_size=1024),

@@ -222,8 +222,10 @@ class Trainer:
             raise ValueError(f"the model takes {model.in_channels} channel(s) but the data has {data.shape[1]}")
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         # bf16 autocast for the model's forward and backward; the loss is always computed in float32.
-        # On by default on CUDA only (CPUs without bf16 units run it slower); tests switch it on for CPU.
-        self.amp = config.bf16 and self.device.type == "cuda"
+        # On by default on CUDA GPUs with bf16 units (Ampere and newer; not a T4, which then trains in
+        # float32) and off on CPUs, which mostly lack them; tests switch it on for the CPU.
+        self.amp = (config.bf16 and self.device.type == "cuda"
+                    and torch.cuda.is_bf16_supported(including_emulation=False))
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.ema = EMA(self.model, decay=config.ema_decay)
         fused = self.device.type == "cuda"
