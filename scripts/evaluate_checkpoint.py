@@ -101,7 +101,8 @@ def main() -> None:
     export_weights(ckpt, target)                                           # card added below
 
     # Samples as a reader gets them: the CLI's defaults on this CPU, and full 1000-step sampling.
-    default_images, default_s = cli_sample(None if not args.quick else target, work / "default", n, None)
+    default_images, default_s = cli_sample(None if not args.quick else target, work / "default", n,
+                                           10 if args.quick else None)
     full_images, full_s = cli_sample(target, work / "full", n, 20 if args.quick else 1000)
     default_steps = int(np.load(work / "default" / "samples.npz")["steps"])
 

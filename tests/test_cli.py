@@ -72,12 +72,17 @@ def test_yaml_config_is_read(tmp_path):
      "device"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
-def test_bad_input_is_one_line_without_traceback(args, expected, tmp_path):
-    result = run(*args, cwd=tmp_path)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+def test_bad_input_is_one_line_without_traceback(args, expected, tmp_path, monkeypatch, capsys):
+    """In-process through cli.main (fast); test_files_that_are_not_checkpoints_are_named runs a real process."""
+    from ddpm_lib.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert expected in lines[0], lines[0]
 
 
