@@ -79,9 +79,11 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 def _mnist_sample(train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The bundled digits of one split, in a fixed shuffled order (the file stores them by class)."""
     with np.load(MNIST_SAMPLE) as f:
-        keep = f["split"] == (0 if train else 1)
-        return f["images"][keep], f["labels"][keep]
+        keep = np.flatnonzero(f["split"] == (0 if train else 1))
+        order = keep[np.random.RandomState(0).permutation(len(keep))]
+        return f["images"][order], f["labels"][order]
 
 
 def _debian_fashion(train: bool) -> tuple[np.ndarray, np.ndarray] | None:

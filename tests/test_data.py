@@ -32,6 +32,8 @@ def test_mnist_sample_is_real_digits_with_a_disjoint_held_out_split(bundled):
     assert x.dtype == torch.float32 and x.min() == -1 and x.max() == 1
     assert torch.all(x[:, :, :2] == -1) and torch.all(x[:, :, -2:] == -1)  # 28 -> 32 padding is black
     assert np.bincount(labels[split == 1]).tolist() == [100] * 10
+    assert len(set(y[:20].tolist())) >= 6                                # shuffled: the first few are varied
+    assert sorted(y.tolist()) == sorted(labels[split == 0].tolist())
     train_set = {img.tobytes() for img in images[split == 0]}
     assert not any(img.tobytes() in train_set for img in images[split == 1])
     provenance = json.loads((data_mod.ASSETS / "mnist_sample.json").read_text())
@@ -93,6 +95,7 @@ def test_offline_download_is_one_clear_error(tmp_path, monkeypatch):
 
 def test_fingerprint_changes_with_the_data():
     x = load_dataset("mnist-sample")[:10]
+    assert fingerprint(x) == fingerprint(load_dataset("mnist-sample")[:10])   # a fixed order
     assert fingerprint(x) == fingerprint(x.clone())
     assert fingerprint(x) != fingerprint(x[:9])
     assert fingerprint(x) != fingerprint(torch.flip(x, [0]))
