@@ -107,28 +107,61 @@ def vlb_terms(model: Model, schedule: NoiseSchedule, x0: Tensor, t: Tensor, *, n
     return {"term": torch.where(t == 0, nll, kl), "pred_x0": out["pred_x0"], "x_t": x_t}
 
 
+def geometric_timesteps(n: int, T: int) -> Tensor:
+    """``n`` sorted code indices from 0 to T-1: 0, then roughly log-spaced over 1..T-1 (every one when n >= T).
+
+    The terms of the bound fall by orders of magnitude over the first steps and slowly after, so points
+    spaced this way follow them where they change.
+    """
+    if n < 2 or T < 2:
+        raise ValueError(f"need n >= 2 and T >= 2, got n={n}, T={T}")
+    if n >= T:
+        return torch.arange(T)
+    ts = [0]
+    for i, v in enumerate(torch.logspace(0, math.log10(T - 1), n - 1, dtype=torch.float64).tolist()):
+        remaining = n - 1 - i                                              # points still to place, this one included
+        ts.append(min(max(round(v), ts[-1] + 1), T - remaining))
+    return torch.tensor(ts)
+
+
 @torch.no_grad()
-def bits_per_dim(model: Model, schedule: NoiseSchedule, x0: Tensor, *, timesteps: Tensor | None = None,
+def bits_per_dim(model: Model, schedule: NoiseSchedule, x0: Tensor, *, timesteps: Tensor | int | None = None,
                  variance: str = "beta", generator: torch.Generator | None = None) -> dict[str, Tensor]:
-    """Negative log-likelihood bound in bits/dim: L_T + sum over timesteps of the vlb terms.
+    """Negative log-likelihood bound in bits/dim: L_T + the decoder term + the T-1 KL terms.
 
-    With ``timesteps=None`` every one of the T terms is computed (T forward passes per batch): the
-    exact bound. Given a sorted subset of indices (which must start at 0), the decoder term (index 0)
-    counts once and each KL term stands for the run of timesteps from it to the next chosen index, the
-    first one from index 1: a stratified estimate of the sum, cheaper by T / len(timesteps).
-    x0: (B, C, H, W) in [-1, 1].
+    ``timesteps`` chooses which terms are computed:
 
-    Returns ``{"bpd": (B,), "terms": (B, S) the per-t terms computed, "timesteps": (S,),
-    "weights": (S,), "prior": (B,)}``.
+    * ``None``: all T of them (T forward passes per batch), the exact bound;
+    * an integer n: a **stratified estimate**, unbiased for the exact bound: the decoder term, and one
+      timestep drawn uniformly at random (from ``generator``) in each of n-1 strata of 1..T-1 whose
+      edges are :func:`geometric_timesteps`, weighted by the stratum's length. n >= T gives the exact bound;
+    * a sorted tensor of indices starting at 0: a deterministic rule, each KL term standing for the run
+      of timesteps from it to the next index (the first from index 1). It is biased wherever the
+      terms change quickly within a run; prefer the integer form.
+
+    x0: (B, C, H, W) in [-1, 1]. Returns ``{"bpd": (B,), "terms": (B, S) the terms computed,
+    "timesteps": (S,) their indices, "weights": (S,) how many timesteps each stands for, "prior": (B,)}``.
     """
     device = x0.device
-    ts = torch.arange(schedule.T) if timesteps is None else torch.as_tensor(timesteps, dtype=torch.long).cpu()
-    if ts.numel() == 0 or int(ts[0]) != 0 or bool((ts[1:] <= ts[:-1]).any()) or int(ts[-1]) >= schedule.T:
-        raise ValueError("timesteps must be sorted, distinct, start at 0 and stay below T")
-    # Runs [1, k2), [k2, k3), ..., [k_last, T) for the KL terms; 1 for the decoder term.
-    bounds = torch.cat([torch.tensor([0, 1]), ts[2:], torch.tensor([schedule.T])]) if ts.numel() > 1 \
-        else torch.tensor([0, 1])
-    weights = torch.diff(bounds).to(device, torch.float32)                 # (S,)
+    T = schedule.T
+    if timesteps is None or (isinstance(timesteps, int) and timesteps >= T):
+        ts, weights = torch.arange(T), torch.ones(T)
+    elif isinstance(timesteps, int):
+        edges = torch.cat([geometric_timesteps(timesteps, T), torch.tensor([T])])   # 0 | strata of 1..T-1 | T
+        lo, hi = edges[1:-1], edges[2:]
+        u = torch.rand(len(lo), generator=generator, dtype=torch.float64,
+                       device=generator.device if generator is not None else "cpu").cpu()
+        drawn = lo + (u * (hi - lo)).long().clamp(max=(hi - lo - 1))
+        ts = torch.cat([torch.tensor([0]), drawn])
+        weights = torch.cat([torch.tensor([1.0]), (hi - lo).double()]).float()
+    else:
+        ts = torch.as_tensor(timesteps, dtype=torch.long).cpu()
+        if ts.numel() < 2 or int(ts[0]) != 0 or bool((ts[1:] <= ts[:-1]).any()) or int(ts[-1]) >= T:
+            raise ValueError("timesteps must be sorted, distinct, start at 0, hold at least two and stay below T")
+        # Runs [1, k2), [k2, k3), ..., [k_last, T) for the KL terms; 1 for the decoder term.
+        bounds = torch.cat([torch.tensor([0, 1]), ts[2:], torch.tensor([T])])
+        weights = torch.diff(bounds).float()
+    weights = weights.to(device)
     batch = x0.shape[0]
     terms = []
     for t_index in ts.tolist():

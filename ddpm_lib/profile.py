@@ -24,7 +24,7 @@ class BookProfile:
     n_samples: int              # images the sampling chapter draws
     sample_steps: int           # reverse steps for those samples (T = 1000; fewer respaces the schedule)
     bpd_images: int             # held-out digits for bits/dim in the ELBO chapter
-    bpd_timesteps: int          # timesteps evaluated for bits/dim (1000 = the exact sum)
+    bpd_timesteps: int          # strata of the bits/dim estimate (>= T: the exact sum)
     chunk_size: int             # images per model call when sampling
 
 

@@ -122,7 +122,7 @@ def main() -> None:
     held = load_dataset("mnist-sample", train=False)
     x0 = held[torch.randperm(len(held), generator=torch.Generator().manual_seed(1))[: (16 if args.quick else args.bpd_images)]]
     start = time.perf_counter()
-    timesteps = torch.arange(0, 1000, 50) if args.quick else None
+    timesteps = 50 if args.quick else None
     bpd = bits_per_dim(model, schedule, x0, timesteps=timesteps, generator=torch.Generator().manual_seed(0))
     bpd_s = time.perf_counter() - start
     print(f"bits/dim {bpd['bpd'].mean():.4f} +- {bpd['bpd'].std() / len(x0) ** 0.5:.4f} ({bpd_s:.0f} s)")
@@ -147,7 +147,7 @@ def main() -> None:
                          "classifier's 64-d features against 744 held-out reference digits (not Inception FID)"),
         "bits_per_dim": {"mean": round(float(bpd["bpd"].mean()), 4),
                          "stderr": round(float(bpd["bpd"].std() / len(x0) ** 0.5), 4), "images": int(len(x0)),
-                         "timesteps": "all 1000" if timesteps is None else f"{len(timesteps)} (stratified)",
+                         "timesteps": "all 1000" if timesteps is None else f"{timesteps} strata (stratified estimate)",
                          "decoder_L0": round(float(bpd["terms"][:, 0].mean()), 4),
                          "prior_LT": round(float(bpd["prior"].mean()), 6),
                          "per_t_mean": [round(float(v), 6) for v in bpd["terms"].mean(0)],

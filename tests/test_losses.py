@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ddpm_lib import NoiseSchedule, bits_per_dim, ddpm_loss, discretized_gaussian_log_likelihood, normal_kl, vlb_terms
-from ddpm_lib.losses import prior_bpd
+from ddpm_lib.losses import geometric_timesteps, prior_bpd
 
 
 def oracle(schedule, x0):
@@ -94,6 +94,34 @@ def test_bits_per_dim_full_sum_and_stratified_estimate():
     assert strided["weights"].tolist() == [1, 10, 10, 10, 9]                # covers t = 0..39 once
     with pytest.raises(ValueError, match="start at 0"):
         bits_per_dim(model, s, x0, timesteps=torch.tensor([1, 5]))
+    assert torch.equal(bits_per_dim(model, s, x0, timesteps=40)["timesteps"], torch.arange(40))   # n >= T: exact
+
+
+def test_geometric_timesteps():
+    ts = geometric_timesteps(50, 1000)
+    assert len(ts) == 50 and ts[0] == 0 and ts[-1] == 999 and bool((ts[1:] > ts[:-1]).all())
+    assert ts[:10].tolist() == list(range(10))                            # dense where the terms change fastest
+    assert torch.equal(geometric_timesteps(1000, 1000), torch.arange(1000))
+    assert torch.equal(geometric_timesteps(7, 7), torch.arange(7))
+
+
+def test_stratified_bits_per_dim_is_unbiased():
+    """Averaged over many draws, the stratified estimate matches the exact bound; a deterministic rule need not."""
+    s = NoiseSchedule.linear(60, beta_start=1e-3, beta_end=0.2)
+    torch.manual_seed(0)
+    x0 = (torch.randint(0, 256, (1, 1, 2, 2)).float() / 127.5 - 1)
+    # a model off the truth by a fixed amount, so every term is large and depends strongly on t
+    model = lambda x, t: torch.full_like(x, 0.3)
+    gen = torch.Generator().manual_seed(1)
+    exact = torch.stack([bits_per_dim(model, s, x0.expand(64, 1, 2, 2), generator=gen)["bpd"].mean() for _ in range(20)]).mean()
+    estimates = []
+    for _ in range(300):
+        out = bits_per_dim(model, s, x0.expand(8, 1, 2, 2), timesteps=6, generator=gen)
+        assert out["weights"].sum().item() == 60 and len(out["timesteps"]) == 6
+        estimates.append(out["bpd"].mean())
+    estimates = torch.stack(estimates)
+    stderr = estimates.std() / len(estimates) ** 0.5
+    assert abs(estimates.mean() - exact) < 4 * stderr + 0.01 * exact, (estimates.mean(), exact, stderr)
 
 
 def test_prior_term_is_tiny_for_the_linear_schedule():
