@@ -51,7 +51,11 @@ def zero_init(module: nn.Module) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    """GroupNorm, SiLU, conv; add the projected time embedding; GroupNorm, SiLU, dropout, conv; + x."""
+    """GroupNorm, SiLU, conv; add the projected time embedding; GroupNorm, SiLU, dropout, conv; + x.
+
+    The time embedding goes through SiLU before this block's projection (as in Ho et al. and
+    improved-diffusion), so the projection is not a linear continuation of the shared time MLP.
+    """
 
     def __init__(self, channels: int, time_dim: int, dropout: float, groups: int):
         super().__init__()
@@ -64,7 +68,7 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:                  # x (B, C, H, W), temb (B, D)
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.time_proj(temb)[:, :, None, None]                     # (B, C, 1, 1) broadcast
+        h = h + self.time_proj(F.silu(temb))[:, :, None, None]             # (B, C, 1, 1) broadcast
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return x + h
 
