@@ -4,8 +4,15 @@ Every frame is computed in Python once, encoded as a small PNG and put in an ``i
 the frames sit in a ``Stack`` whose ``selected_index`` is *jslinked* to a slider and a Play button,
 and the choice of schedule or variance is a ``ToggleButtons`` jslinked to an outer ``Stack``. Links made
 with ``jslink`` run in the browser, so the HTML book (whose widget state is saved when it is built)
-needs neither a kernel nor a network to move the pictures. Controls that must compute new frames
-(a new seed) use ``observe`` and work only with a running kernel; they say so.
+needs neither a kernel nor a network to move the pictures: the book loads a vendored copy of
+``@jupyter-widgets/html-manager`` (``book/static/widgets_js``, see ``scripts/vendor_widget_js.sh``).
+Controls that must compute new frames (a new seed) use ``observe`` and work only with a running kernel;
+they say so.
+
+The frames are saved in every page that shows a viewer, so they are kept light: grayscale frames are
+stored with 16 grey levels (4-bit palette PNGs, about half the bytes of 8-bit ones and indistinguishable
+on a noised digit), and the viewer's frames share one ``Layout`` (and its labels one style), so the page
+holds one layout model per viewer instead of one per frame.
 
 Needs ``ipywidgets`` (the ``book`` extra).
 """
@@ -20,11 +27,13 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .images import make_grid, png_bytes
+from .images import make_grid
 from .sampling import Trajectory, ddpm_sample
 from .schedule import NoiseSchedule
 
 PIXELATED = "image-rendering: pixelated; image-rendering: crisp-edges;"
+GRAY_LEVELS = 16                                                           # grey levels of a saved frame
+VARIANCES = ("beta", "posterior")                                          # see NoiseSchedule.model_variance
 
 
 def _widgets():
@@ -36,21 +45,30 @@ def _widgets():
 
 
 def frame_indices(T: int, frames: int) -> list[int]:
-    """``frames`` timestep indices from T-1 down to 0, denser near 0 where the picture changes most."""
+    """At most ``frames`` timestep indices from T-1 down to 0, denser near 0 where the picture changes most.
+
+    Always holds T-1 and 0; fewer than ``frames`` indices when T < frames (each index appears once).
+    """
     if frames < 2:
         raise ValueError(f"need at least 2 frames, got {frames}")
+    if T < 1:
+        raise ValueError(f"need T >= 1, got {T}")
     u = torch.linspace(0, 1, frames, dtype=torch.float64)
     steps = torch.round((T - 1) * u ** 1.5).long().tolist()               # quadratic-ish spacing
-    out = sorted(set(steps), reverse=True)
-    return out
+    return sorted(set(steps), reverse=True)
 
 
 def forward_frames(x0: Tensor, schedule: NoiseSchedule, frames: int = 24, seed: int = 0) -> tuple[list[int], Tensor]:
     """x_t ~ q(x_t | x_0) at ``frames`` timesteps, one noise draw shared by all (so the picture moves smoothly).
 
-    Returns the paper-numbered steps [0, ..., T] (0 is the clean image) and images (F, N, C, H, W).
+    Returns the paper-numbered steps [0, ..., T] (0 is the clean image, T the last step) and images
+    (F, N, C, H, W); F = ``frames`` unless T is smaller than that.
     """
-    steps = sorted(frame_indices(schedule.T, frames - 1))                  # code indices, ascending
+    if frames < 2:
+        raise ValueError(f"need at least 2 frames (x_0 and x_T), got {frames}")
+    if x0.dim() != 4:
+        raise ValueError(f"x0 must be images (N, C, H, W), got shape {tuple(x0.shape)}")
+    steps = [schedule.T - 1] if frames == 2 else sorted(frame_indices(schedule.T, frames - 1))  # code indices
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
     images = [x0]
     for t in steps:
@@ -58,21 +76,33 @@ def forward_frames(x0: Tensor, schedule: NoiseSchedule, frames: int = 24, seed: 
     return [0] + [t + 1 for t in steps], torch.stack(images)
 
 
-def _image(png: bytes, width: int):
+def frame_png(grid: np.ndarray) -> bytes:
+    """A uint8 picture (H, W) or (H, W, 3) as PNG bytes; grayscale with ``GRAY_LEVELS`` levels in 4 bits."""
+    buffer = io.BytesIO()
+    if grid.ndim == 2:
+        levels = np.round(grid.astype(np.float32) * ((GRAY_LEVELS - 1) / 255.0)).astype(np.uint8)
+        image = Image.frombytes("P", (grid.shape[1], grid.shape[0]), np.ascontiguousarray(levels).tobytes())
+        image.putpalette([round(i * 255 / (GRAY_LEVELS - 1)) for i in range(GRAY_LEVELS) for _ in range(3)])
+        image.save(buffer, format="PNG", bits=4, optimize=True)
+    else:
+        Image.fromarray(grid).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _frame_stack(pngs: Sequence[bytes], layout):
     w = _widgets()
-    img = w.Image(value=png, format="png", layout=w.Layout(width=f"{width}px", height="auto"))
-    img.add_class("ddpm-frame")
-    return img
+    images = []
+    for png in pngs:
+        image = w.Image(value=png, format="png", layout=layout)
+        image.add_class("ddpm-frame")
+        images.append(image)
+    return w.Stack(children=images, selected_index=0)
 
 
-def _frame_stack(pngs: Sequence[bytes], width: int):
+def _label_stack(labels: Sequence[str], layout, style):
     w = _widgets()
-    return w.Stack(children=[_image(p, width) for p in pngs], selected_index=0)
-
-
-def _label_stack(labels: Sequence[str]):
-    w = _widgets()
-    return w.Stack(children=[w.HTML(value=f"<b>{text}</b>") for text in labels], selected_index=0)
+    return w.Stack(children=[w.HTML(value=f"<b>{text}</b>", layout=layout, style=style) for text in labels],
+                   selected_index=0)
 
 
 def _player(n: int, description: str, interval: int):
@@ -90,40 +120,69 @@ def _style():
     return w.HTML(value=f"<style>.ddpm-frame img, img.ddpm-frame {{ {PIXELATED} }}</style>")
 
 
+def _assemble(w, frame_pngs: Mapping[str, Sequence[bytes]], labels: Mapping[str, Sequence[str]], *,
+              slider_name: str, toggle_name: str, width: int, interval: int):
+    """Stacks of frames and labels per option, one slider + Play over the frames, a toggle over the options."""
+    lengths = {len(p) for p in frame_pngs.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"every option must have the same number of frames, got {sorted(lengths)}")
+    image_layout = w.Layout(width=f"{width}px", height="auto")            # shared by every frame
+    from ipywidgets.widgets.widget_string import HTMLStyle                 # not exported at the top level
+    label_layout, label_style = w.Layout(), HTMLStyle()                    # shared by every label
+    stacks = [_frame_stack(p, image_layout) for p in frame_pngs.values()]
+    label_stacks = [_label_stack(labels[name], label_layout, label_style) for name in frame_pngs]
+    play, slider = _player(lengths.pop(), slider_name, interval)
+    for stack, label_stack in zip(stacks, label_stacks):
+        w.jslink((slider, "value"), (stack, "selected_index"))
+        w.jslink((slider, "value"), (label_stack, "selected_index"))
+    outer_images = w.Stack(children=stacks, selected_index=0)
+    outer_labels = w.Stack(children=label_stacks, selected_index=0)
+    names = list(frame_pngs)
+    toggle = w.ToggleButtons(options=names, value=names[0], description=toggle_name)
+    w.jslink((toggle, "index"), (outer_images, "selected_index"))
+    w.jslink((toggle, "index"), (outer_labels, "selected_index"))
+    return play, slider, toggle, stacks, label_stacks, outer_images, outer_labels
+
+
+def _on_cpu(schedule: NoiseSchedule) -> NoiseSchedule:
+    """``schedule`` if it is on the CPU, else a CPU copy (``NoiseSchedule.to`` moves in place; the caller's stays)."""
+    if schedule.device.type == "cpu":
+        return schedule
+    copy = NoiseSchedule.__new__(NoiseSchedule)
+    copy.__dict__.update(schedule.__dict__)
+    return copy.to("cpu")
+
+
 def forward_process_viewer(x0: Tensor, schedules: NoiseSchedule | Mapping[str, NoiseSchedule], *,
                            frames: int = 24, seed: int = 0, width: int = 320, interval: int = 150):
     """A slider (and Play button) that noises ``x0`` (N, C, H, W) in [-1, 1] from t = 0 to t = T.
 
-    ``schedules`` is one schedule or a dict of named ones (a toggle switches between them). Returns an
-    ``ipywidgets.VBox`` with attributes ``slider``, ``play``, ``toggle``, ``stacks`` (one per schedule),
-    ``labels`` and ``steps`` (the paper steps shown), for tests and for your own layouts.
+    ``schedules`` is one schedule or a dict of named ones (a toggle switches between them; they must give
+    the same number of frames, e.g. the same T). Returns an ``ipywidgets.VBox`` with attributes ``slider``,
+    ``play``, ``toggle``, ``stacks`` (one per schedule), ``labels`` (one label Stack per schedule) and
+    ``steps`` (the paper steps shown), for tests and for your own layouts.
     """
     w = _widgets()
     if isinstance(schedules, NoiseSchedule):
         schedules = {schedules.kind: schedules}
+    schedules = dict(schedules)
     if not schedules:
         raise ValueError("give at least one schedule")
+    if not isinstance(x0, Tensor) or x0.dim() != 4 or x0.shape[1] not in (1, 3) or x0.shape[0] < 1:
+        raise ValueError(f"x0 must be images (N, 1 or 3, H, W), got {getattr(x0, 'shape', type(x0))}")
     x0 = x0.detach().float().cpu()
-    stacks, label_stacks, all_steps = [], [], []
+    nrow = int(round(x0.shape[0] ** 0.5))
+    frame_pngs, labels, all_steps = {}, {}, []
     for name, schedule in schedules.items():
-        steps, images = forward_frames(x0, schedule.to("cpu") if schedule.device.type != "cpu" else schedule,
-                                       frames, seed)
-        pngs = [png_bytes(img, nrow=int(round(len(img) ** 0.5))) for img in images]
-        stacks.append(_frame_stack(pngs, width))
-        label_stacks.append(_label_stack(
-            [f"{name}: t = {s}, ᾱ_t = {schedule.alphas_cumprod[s - 1].item():.3f}" if s > 0 else f"{name}: t = 0 (data)"
-             for s in steps]))
+        schedule = _on_cpu(schedule)
+        abar = schedule.alphas_cumprod
+        steps, images = forward_frames(x0, schedule, frames, seed)
+        frame_pngs[name] = [frame_png(make_grid(img, nrow=nrow)) for img in images]
+        labels[name] = [f"{name}: t = {s}, ᾱ_t = {abar[s - 1].item():.3f}" if s > 0 else f"{name}: t = 0 (data)"
+                        for s in steps]
         all_steps.append(steps)
-    n = len(all_steps[0])
-    play, slider = _player(n, "t", interval)
-    for stack, labels in zip(stacks, label_stacks):
-        w.jslink((slider, "value"), (stack, "selected_index"))
-        w.jslink((slider, "value"), (labels, "selected_index"))
-    outer_images = w.Stack(children=stacks, selected_index=0)
-    outer_labels = w.Stack(children=label_stacks, selected_index=0)
-    toggle = w.ToggleButtons(options=list(schedules), value=list(schedules)[0], description="schedule")
-    w.jslink((toggle, "index"), (outer_images, "selected_index"))
-    w.jslink((toggle, "index"), (outer_labels, "selected_index"))
+    play, slider, toggle, stacks, label_stacks, outer_images, outer_labels = _assemble(
+        w, frame_pngs, labels, slider_name="t", toggle_name="schedule", width=width, interval=interval)
     rows = [_style(), w.HBox([play, slider]), outer_labels, outer_images]
     if len(schedules) > 1:
         rows.insert(1, toggle)
@@ -153,77 +212,85 @@ def _reverse_pngs(traj: Trajectory) -> list[bytes]:
     for x_t, x0_hat in zip(traj.x_t, traj.pred_x0):
         left, right = make_grid(x_t, nrow=nrow), make_grid(x0_hat, nrow=nrow)
         gap = np.full((left.shape[0], 8) + left.shape[2:], 255, dtype=np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(np.concatenate([left, gap, right], axis=1)).save(buffer, format="PNG", optimize=True)
-        pngs.append(buffer.getvalue())
+        pngs.append(frame_png(np.concatenate([left, gap, right], axis=1)))
     return pngs
+
+
+def _check_trajectory(name: str, traj: Trajectory) -> None:
+    if not isinstance(traj, Trajectory):
+        raise ValueError(f"trajectory {name!r} is a {type(traj).__name__}, not a Trajectory")
+    if traj.x_t.dim() != 5 or traj.x_t.shape != traj.pred_x0.shape or traj.x_t.shape[0] != len(traj.steps):
+        raise ValueError(f"trajectory {name!r}: x_t {tuple(traj.x_t.shape)} and pred_x0 {tuple(traj.pred_x0.shape)} "
+                         f"must both be (S, N, C, H, W) with S = len(steps) = {len(traj.steps)}")
+    if len(traj.steps) < 1:
+        raise ValueError(f"trajectory {name!r} has no frames")
 
 
 def reverse_process_viewer(model: Callable | None = None, schedule: NoiseSchedule | None = None, *,
                            trajectories: Mapping[str, Trajectory] | None = None, n: int = 16, frames: int = 16,
-                           seed: int = 0, steps: int | None = None, variances: Sequence[str] = ("beta", "posterior"),
+                           seed: int = 0, steps: int | None = None, variances: Sequence[str] = VARIANCES,
                            device=None, width: int = 560, interval: int = 200, live: bool = True):
     """x_t beside the model's predicted x_0, from pure noise (t = T) to the sample (t = 0).
 
     Give ``model`` and ``schedule`` (trajectories are sampled for each variance in ``variances``) or
     precomputed ``trajectories`` (a dict from a label to a :class:`Trajectory`). A toggle switches
     between them, a slider and a Play button move through the steps; all of that runs in the browser.
-    With ``live=True`` and a model, a "new seed" control resamples every trajectory (needs a kernel).
+    With ``live=True``, a model and a schedule (and labels that are variances, ``"beta"``/``"posterior"``),
+    a "seed" control resamples every trajectory at the steps shown (needs a kernel).
 
     Returns an ``ipywidgets.VBox`` with attributes ``slider``, ``play``, ``toggle``, ``stacks``,
-    ``images`` (per variance, the Image widgets), ``steps`` and ``trajectories``.
+    ``labels``, ``images`` (per variance, the Image widgets), ``steps``, ``trajectories`` and ``seed``
+    (the seed control, or None).
     """
     w = _widgets()
     if trajectories is None:
         if model is None or schedule is None:
             raise ValueError("give a model and a schedule, or precomputed trajectories")
+        if not variances:
+            raise ValueError("give at least one variance")
         trajectories = {v: reverse_trajectory(model, schedule, n=n, frames=frames, seed=seed, steps=steps,
                                               variance=v, device=device) for v in variances}
     trajectories = dict(trajectories)
-    lengths = {len(t.steps) for t in trajectories.values()}
-    if len(lengths) != 1:
-        raise ValueError("every trajectory must have the same number of frames")
+    if not trajectories:
+        raise ValueError("give at least one trajectory")
+    for name, traj in trajectories.items():
+        _check_trajectory(name, traj)
     first = next(iter(trajectories.values()))
     total = (steps or (schedule.T if schedule is not None else max(first.steps) + 1))
-    stacks, image_lists, label_stacks = [], [], []
-    for name, traj in trajectories.items():
-        pngs = _reverse_pngs(traj)
-        stack = _frame_stack(pngs, width)
-        stacks.append(stack)
-        image_lists.append(list(stack.children))
-        label_stacks.append(_label_stack([f"{name}: step t = {s + 1} of {total} — left: x_t, right: predicted x_0"
-                                          for s in traj.steps]))
-    play, slider = _player(lengths.pop(), "step", interval)
-    for stack, labels in zip(stacks, label_stacks):
-        w.jslink((slider, "value"), (stack, "selected_index"))
-        w.jslink((slider, "value"), (labels, "selected_index"))
-    outer_images = w.Stack(children=stacks, selected_index=0)
-    outer_labels = w.Stack(children=label_stacks, selected_index=0)
-    toggle = w.ToggleButtons(options=list(trajectories), value=list(trajectories)[0], description="σ²_t =")
-    w.jslink((toggle, "index"), (outer_images, "selected_index"))
-    w.jslink((toggle, "index"), (outer_labels, "selected_index"))
+    frame_pngs = {name: _reverse_pngs(traj) for name, traj in trajectories.items()}
+    labels = {name: [f"{name}: step t = {s + 1} of {total} — left: x_t, right: predicted x_0" for s in traj.steps]
+              for name, traj in trajectories.items()}
+    play, slider, toggle, stacks, label_stacks, outer_images, outer_labels = _assemble(
+        w, frame_pngs, labels, slider_name="step", toggle_name="σ²_t =", width=width, interval=interval)
+    image_lists = [list(stack.children) for stack in stacks]
     rows = [_style(), toggle, w.HBox([play, slider]), outer_labels, outer_images]
-    box_state = {"seed": seed}
-    if live and model is not None:
+    seed_box = None
+    if live and model is not None and schedule is not None and set(trajectories) <= set(VARIANCES):
         seed_box = w.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed",
                                     layout=w.Layout(width="180px"))
         status = w.HTML(value="<i>a new seed resamples (needs a running kernel)</i>")
 
         def resample(change):
+            new_seed = int(change["new"])
             status.value = "<i>sampling…</i>"
-            for name, images in zip(trajectories, image_lists):
-                traj = reverse_trajectory(model, schedule, n=n, frames=frames, seed=int(change["new"]), steps=steps,
-                                          variance=name, device=device)
-                trajectories[name] = traj
-                for img, png in zip(images, _reverse_pngs(traj)):
-                    img.value = png
-            box_state["seed"] = int(change["new"])
-            status.value = f"<i>seed {change['new']}</i>"
+            try:
+                for name, images in zip(list(trajectories), image_lists):
+                    old = trajectories[name]
+                    shape = tuple(old.x_t.shape[1:])                       # (N, C, H, W) as shown
+                    _, traj = ddpm_sample(model, schedule, shape, seed=new_seed, steps=steps, variance=name,
+                                          trajectory_steps=old.steps, device=device)
+                    trajectories[name] = traj
+                    for img, png in zip(images, _reverse_pngs(traj)):
+                        img.value = png
+            except Exception as err:
+                status.value = f"<i>resampling failed: {type(err).__name__}</i>"
+                raise
+            status.value = f"<i>seed {new_seed}</i>"
 
         seed_box.observe(resample, names="value")
         rows.insert(1, w.HBox([seed_box, status]))
     box = w.VBox(rows)
     box.add_class("ddpm-reverse-viewer")
-    box.slider, box.play, box.toggle, box.stacks = slider, play, toggle, stacks
-    box.images, box.steps, box.trajectories = image_lists, first.steps, trajectories
+    box.slider, box.play, box.toggle, box.stacks, box.labels = slider, play, toggle, stacks, label_stacks
+    box.images, box.steps, box.trajectories, box.seed = image_lists, first.steps, trajectories, seed_box
     return box
