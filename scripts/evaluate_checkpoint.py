@@ -10,7 +10,7 @@ Writes, under ddpm_lib/assets/:
   mnist_tiny_log.csv      the training loss, averaged over windows of 100 steps
   mnist_tiny_samples.npz  the 256 samples (seed 0) the metrics were computed on, uint8
 The sample grid goes to book/images/mnist_tiny_samples.png. Takes about 30 minutes on a 2-core CPU
-(1,000-step sampling of 256 images twice, and the exact 1,000-term bound on 256 held-out digits).
+(1,000-step sampling of 256 images, and the exact 1,000-term bound on 256 held-out digits).
 """
 
 from __future__ import annotations
@@ -86,13 +86,19 @@ def downsample_log(src: Path, dst: Path, window: int = 100) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="the training run's last.pt")
-    parser.add_argument("--bpd-images", type=int, default=256)
+    parser.add_argument("--n", type=int, default=256, help="samples per row of the metrics table (default 256)")
+    parser.add_argument("--full-steps", type=int, default=1000, help="steps of the full-sampling row (default 1000)")
+    parser.add_argument("--bpd-images", type=int, default=256, help="held-out digits for bits/dim (default 256)")
+    parser.add_argument("--bpd-strata", type=int, default=None,
+                        help="strata of the bits/dim estimate (default: all 1000 terms, the exact bound)")
     parser.add_argument("--quick", action="store_true", help="a smoke test: few images, few steps, nothing shipped")
     args = parser.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    if args.quick:
+        args.n, args.full_steps, args.bpd_images, args.bpd_strata = 32, 20, 16, 50
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     ckpt = load_checkpoint(args.checkpoint)
     run_dir = args.checkpoint.parent
-    n = 32 if args.quick else 256
+    n = args.n
     work = ROOT / "runs" / "evaluate"
     work.mkdir(parents=True, exist_ok=True)
     target = work / "quick.pt" if args.quick else SHIPPED
@@ -103,13 +109,13 @@ def main() -> None:
     # Samples as a reader gets them: the CLI's defaults on this CPU, and full 1000-step sampling.
     default_images, default_s = cli_sample(None if not args.quick else target, work / "default", n,
                                            10 if args.quick else None)
-    full_images, full_s = cli_sample(target, work / "full", n, 20 if args.quick else 1000)
+    full_images, full_s = cli_sample(target, work / "full", n, args.full_steps)
     default_steps = int(np.load(work / "default" / "samples.npz")["steps"])
 
     _, real = reference_split()
     rows = {
         f"model, default sampler ({default_steps} steps)": sample_quality(to_model_range(default_images)),
-        "model, 1000 steps": sample_quality(to_model_range(full_images)),
+        f"model, {args.full_steps} steps": sample_quality(to_model_range(full_images)),
         "real held-out digits": sample_quality(real[:n]),
         "held-out digits, blurred (sigma 1 px)": sample_quality(blur(real[:n], 1.0)),
         "held-out digits + noise (std 0.3)": sample_quality(add_noise(real[:n], 0.3)),
@@ -120,9 +126,9 @@ def main() -> None:
     model, schedule = model_from_checkpoint(load_checkpoint(target))
     model = model.to(memory_format=torch.channels_last)
     held = load_dataset("mnist-sample", train=False)
-    x0 = held[torch.randperm(len(held), generator=torch.Generator().manual_seed(1))[: (16 if args.quick else args.bpd_images)]]
+    x0 = held[torch.randperm(len(held), generator=torch.Generator().manual_seed(1))[: args.bpd_images]]
     start = time.perf_counter()
-    timesteps = 50 if args.quick else None
+    timesteps = args.bpd_strata
     bpd = bits_per_dim(model, schedule, x0, timesteps=timesteps, generator=torch.Generator().manual_seed(0))
     bpd_s = time.perf_counter() - start
     print(f"bits/dim {bpd['bpd'].mean():.4f} +- {bpd['bpd'].std() / len(x0) ** 0.5:.4f} ({bpd_s:.0f} s)")
@@ -138,9 +144,9 @@ def main() -> None:
         "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads (CPU only), torch {torch.__version__}",
         "training": log,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "sampler_default": {"steps_on_cpu": default_steps, "variance": "beta",
-                            "seconds_for_256": round(default_s, 1) if not args.quick else None},
-        "sampling_1000_steps_seconds": round(full_s, 1),
+        "sampler_default": {"steps_on_cpu": default_steps, "variance": "beta", "images": n,
+                            "seconds": round(default_s, 1)},
+        "full_sampling": {"steps": args.full_steps, "seconds": round(full_s, 1), "images": n},
         "metrics": {name: rounded(row) for name, row in rows.items()},
         "metrics_note": ("confident = share classified with probability >= 0.9 by the project's MNIST classifier; "
                          "class_entropy = entropy of predicted labels / log 10; frechet = Frechet distance of the "
