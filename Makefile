@@ -1,6 +1,7 @@
 # Two commands for readers and CI; each does its own set-up into .venv (Python 3.11).
 #   make book   build the HTML book into _build/html (executes every chapter)
-#   make test   unit tests, every notebook under nbval, the book, and the browser test of its sliders
+#   make test   unit tests, every notebook under nbval, every page of the book (warnings are errors), and a
+#               headless-browser test of the sliders (chapters 1 and 5 built executed, or a fresh make book)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -8,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: setup browser-deps test unit nbval book browser-test bench clean
+.PHONY: setup browser-deps test unit nbval book book-check browser-test bench clean
 
 setup: $(STAMP)
 
@@ -37,13 +38,17 @@ nbval: setup
 book: setup
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going --quiet
 
+# Every page, link, citation and directive, warnings as errors, without executing (nbval executes).
+book-check: setup
+	$(PY) scripts/build_book.py --no-execute
+
 browser-test: setup browser-deps
 	$(PY) -m pytest tests -m browser -q
 
 test: setup browser-deps
 	$(MAKE) unit
 	$(MAKE) nbval
-	$(MAKE) book
+	$(MAKE) book-check
 	$(MAKE) browser-test
 
 bench: setup
