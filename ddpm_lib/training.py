@@ -152,6 +152,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def _native_bf16() -> bool:
+    """True when the current CUDA GPU has bf16 tensor cores (Ampere or newer), not just emulation."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:                                                      # torch < 2.5 has no such argument
+        return torch.cuda.get_device_capability()[0] >= 8
+
+
 def check_resumable(ckpt: dict, config: RunConfig) -> None:
     """Raise CheckpointError unless ``ckpt`` is a training checkpoint of the run ``config`` describes.
 
@@ -224,8 +232,7 @@ class Trainer:
         # bf16 autocast for the model's forward and backward; the loss is always computed in float32.
         # On by default on CUDA GPUs with bf16 units (Ampere and newer; not a T4, which then trains in
         # float32) and off on CPUs, which mostly lack them; tests switch it on for the CPU.
-        self.amp = (config.bf16 and self.device.type == "cuda"
-                    and torch.cuda.is_bf16_supported(including_emulation=False))
+        self.amp = config.bf16 and self.device.type == "cuda" and _native_bf16()
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.ema = EMA(self.model, decay=config.ema_decay)
         fused = self.device.type == "cuda"
