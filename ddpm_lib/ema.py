@@ -48,14 +48,24 @@ class EMA:
         return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, weight: torch.Tensor | None = None) -> None:
+        """Move the average towards ``model``'s weights by 1 - d.
+
+        ``weight``, a 0-dim tensor on the parameters' device, scales that step without a host sync: the
+        trainer passes whether the optimizer step was finite, so a skipped step leaves the EMA unchanged.
+        (``num_updates`` counts calls, skipped steps included.)
+        """
         model = unwrap(model)
         d = self.current_decay()
         ema_params = list(self.module.parameters())
         params = [p.detach() for p in model.parameters()]
         if len(ema_params) != len(params):
             raise ValueError("the model's parameters do not match the EMA copy's")
-        torch._foreach_lerp_(ema_params, params, 1.0 - d)
+        if weight is None:
+            torch._foreach_lerp_(ema_params, params, 1.0 - d)
+        else:
+            step = (1.0 - d) * weight.to(ema_params[0].dtype)
+            torch._foreach_lerp_(ema_params, params, [step] * len(ema_params))
         for ema_buf, buf in zip(self.module.buffers(), model.buffers()):
             ema_buf.copy_(buf)
         self.num_updates += 1

@@ -235,9 +235,9 @@ class Trainer:
         self.amp = config.bf16 and self.device.type == "cuda" and _native_bf16()
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.ema = EMA(self.model, decay=config.ema_decay)
-        fused = self.device.type == "cuda"
+        # Fused AdamW: one kernel for all parameters, and it can skip a step on the device (found_inf).
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                           fused=fused or None)
+                                           fused=True)
         warmup = config.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
@@ -255,15 +255,23 @@ class Trainer:
         if config.compile:
             self.train_model = torch.compile(self.train_model)
         self.out = Path(config.out)
-        self._log_rows: list[dict] = []
-        self._log_buffer: list[dict] = []
+        self._log_buffer: list[dict] = []                                  # numbers, not yet in log.csv
+        self._pending: list[dict] = []                                     # rows still holding device tensors
+        self._started_at = self._collected_at = time.perf_counter()
 
     # ------------------------------------------------------------------ one step
     def _autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
     def train_step(self) -> dict:
-        """One optimizer step on a fresh batch; returns the step's log row."""
+        """One optimizer step on a fresh batch, entirely on the device: the host never waits for it.
+
+        A step whose loss or gradient norm is not finite changes nothing: fused AdamW skips its update on
+        the device (its ``found_inf`` input, the mechanism of torch's GradScaler) and the EMA update is
+        weighted by 0. The returned row keeps its numbers as device tensors; :meth:`collect` turns the
+        pending rows into numbers with one synchronisation, counts skipped steps and stops a run after
+        ``max_bad_steps`` non-finite steps in a row.
+        """
         self.train_model.train()
         g = self.generator
         idx = torch.randint(0, self.data.shape[0], (self.local_batch,), device=self.device, generator=g)
@@ -275,63 +283,86 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        # Gradients are all-reduced across processes, so every process reaches the same verdict.
+        finite = torch.isfinite(grad_norm) & torch.isfinite(loss.detach())   # () bool, on the device
         lr = self.optimizer.param_groups[0]["lr"]
         decay = self.ema.current_decay()
-        # Gradients are all-reduced across processes, so every process takes the same decision here.
-        finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(loss))
-        if finite:
-            self.optimizer.step()
-            self.ema.update(self.model)
-            self._bad_in_a_row = 0
-        else:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.skipped_steps += 1
-            self._bad_in_a_row += 1
+        self.optimizer.found_inf = (~finite).float()                       # 1.0: the fused kernel skips
+        self.optimizer.step()
+        self.ema.update(self.model, weight=finite)
         self.scheduler.step()
         self.step += 1
         loss_value = loss.detach()
         if self.dist.world_size > 1:                                       # log the mean over processes
             dist.all_reduce(loss_value)
             loss_value = loss_value / self.dist.world_size
-        if self._bad_in_a_row >= self.config.max_bad_steps:
-            raise TrainingDiverged(
-                f"the loss was not finite for {self._bad_in_a_row} steps in a row (up to step {self.step}); "
-                f"the weights were left as they were and the last good checkpoint is {self.out / 'last.pt'}; "
-                f"try a lower --lr (now {self.config.lr})")
-        return {"step": self.step, "loss": float(loss_value), "grad_norm": float(grad_norm), "lr": lr,
-                "ema_decay": decay, "skipped": self.skipped_steps}
+        row = {"step": self.step, "loss": loss_value, "grad_norm": grad_norm.detach(), "finite": finite, "lr": lr,
+               "ema_decay": decay, "time": time.perf_counter()}
+        self._pending.append(row)
+        return row
+
+    def collect(self) -> list[dict]:
+        """Turn the rows of the steps run since the last call into numbers (one device synchronisation).
+
+        Appends them to the log buffer and returns them. Raises :class:`TrainingDiverged` (after logging
+        the rows up to it) when ``max_bad_steps`` steps in a row had a non-finite loss; those steps were
+        skipped, so the weights and the last checkpoint are the last good ones.
+        """
+        if not self._pending:
+            return []
+        rows, self._pending = self._pending, []
+        numbers = torch.stack([torch.stack([r["loss"].float(), r["grad_norm"].float(), r["finite"].float()])
+                               for r in rows]).tolist()                    # the one sync
+        now = time.perf_counter()
+        rate = round(self.config.batch_size * len(rows) / max(now - self._collected_at, 1e-9), 2)
+        self._collected_at = now
+        out = []
+        for r, (loss, norm, ok) in zip(rows, numbers):
+            if ok:
+                self._bad_in_a_row = 0
+            else:
+                self.skipped_steps += 1
+                self._bad_in_a_row += 1
+            out.append({"step": r["step"], "loss": loss, "grad_norm": norm, "lr": r["lr"], "ema_decay": r["ema_decay"],
+                        "skipped": self.skipped_steps, "img_per_s": rate, "elapsed_s": round(r["time"] - self._started_at, 3)})
+            if self._bad_in_a_row >= self.config.max_bad_steps:
+                self._log_buffer.extend(out)
+                self.flush_log()
+                raise TrainingDiverged(
+                    f"the loss was not finite for {self._bad_in_a_row} steps in a row (up to step {r['step']}); "
+                    f"those steps were skipped, so the weights are the last good ones and so is the checkpoint "
+                    f"{self.out / 'last.pt'}; try a lower --lr (now {self.config.lr})")
+        self._log_buffer.extend(out)
+        return out
 
     # ------------------------------------------------------------------ the loop
     def train(self, steps: int | None = None) -> list[dict]:
         """Run until ``steps`` (default ``config.steps``) steps are done; checkpoints as configured.
 
-        Returns the log rows of the steps run by this call (also appended to OUT/log.csv).
+        Numbers are read back from the device every ``log_every`` steps. Returns the log rows of the steps
+        run by this call (also appended to OUT/log.csv).
         """
         target = self.config.steps if steps is None else steps
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         rows: list[dict] = []
-        start = time.perf_counter()
-        last_time, last_step = start, self.step
+        self._started_at = self._collected_at = time.perf_counter()
         bar = tqdm(total=target, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
                    disable=not (self.config.progress and self.dist.is_main))
         try:
             while self.step < target:
-                row = self.train_step()
-                now = time.perf_counter()
-                row["img_per_s"] = round(self.config.batch_size * (self.step - last_step) / max(now - last_time, 1e-9), 2)
-                row["elapsed_s"] = round(now - start, 3)
-                last_time, last_step = now, self.step
-                rows.append(row)
-                self._log_buffer.append(row)
+                self.train_step()
                 bar.update(1)
                 if self.step % self.config.log_every == 0 or self.step == target:
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['img_per_s']:.0f}")
+                    rows.extend(self.collect())
+                    bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", img_s=f"{rows[-1]['img_per_s']:.0f}")
                     self.flush_log()
                 if self.step % self.config.checkpoint_every == 0 or self.step == target:
+                    rows.extend(self.collect())
                     self.save_checkpoint()
         finally:
             bar.close()
+            rows.extend(self.collect())
             self.flush_log()
         return rows
 
@@ -370,6 +401,7 @@ class Trainer:
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
         """Write OUT/last.pt (or ``path``) atomically; only process 0 writes."""
         path = Path(path) if path is not None else self.out / "last.pt"
+        self.collect()                                                     # the log and counters up to now
         if self.dist.world_size > 1:
             self._check_in_sync()
         state = self.state()                                               # collective under torchrun

@@ -112,20 +112,37 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, digits):
     trainer.train()                                                        # 4 good steps, checkpoint at 4
     weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     ema = [p.clone() for p in trainer.ema.module.parameters()]
+    adam = {k: v.clone() for k, v in trainer.optimizer.state_dict()["state"][0].items()}
     model.poison = True
-    row = trainer.train_step()
-    assert row["skipped"] == 1 and trainer.skipped_steps == 1
+    trainer.train_step()                                                   # skipped on the device, no sync
+    (row,) = trainer.collect()
+    assert row["skipped"] == 1 and trainer.skipped_steps == 1 and row["loss"] != row["loss"]   # NaN logged
     assert all(torch.equal(weights[k], v) for k, v in trainer.model.state_dict().items())   # untouched
     assert all(torch.equal(a, b) for a, b in zip(ema, trainer.ema.module.parameters()))
+    assert all(torch.equal(adam[k], v) for k, v in trainer.optimizer.state_dict()["state"][0].items())
     model.poison = False
     trainer.train_step()                                                   # a good step resets the streak
     model.poison = True
-    trainer.train_step()
-    trainer.train_step()
-    with pytest.raises(TrainingDiverged, match="not finite for 3 steps in a row.*last good checkpoint"):
+    for _ in range(5):                                                     # the streak is judged when collected
         trainer.train_step()
+    with pytest.raises(TrainingDiverged, match="not finite for 3 steps in a row.*up to step 9.*last good"):
+        trainer.collect()
+    assert trainer.skipped_steps == 4
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")                   # the last good one is intact
     assert ckpt["step"] == 4 and ckpt["skipped_steps"] == 0
+    with open(tmp_path / "run" / "log.csv") as f:                          # logged up to the verdict
+        assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(1, 10))
+
+
+def test_training_stops_by_itself_when_the_loss_stays_nan(tmp_path, digits):
+    model = Poisoned()
+    model.poison = True
+    trainer = Trainer(config(tmp_path, steps=50, log_every=5), model=model, data=digits)
+    with pytest.raises(TrainingDiverged):
+        trainer.train()
+    assert trainer.step <= 5                                               # stopped at the first read-back
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")                  # written at step 2, before the verdict
+    assert all(torch.isfinite(v).all() for v in saved["model"].values())   # skipped steps never reach the weights
 
 
 def test_bf16_autocast_keeps_the_loss_float32_and_close_to_fp32(tmp_path, digits):
