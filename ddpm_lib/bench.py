@@ -138,7 +138,7 @@ def run_bench(device: str = "auto", preset: str | None = None, batch_size: int |
     gflop = forward_gflop(probe, dev, channels)
     del probe
 
-    train_iters = (5 if quick else 20) if not cuda else (20 if quick else 100)
+    train_iters = (10 if quick else 30) if not cuda else (20 if quick else 100)
     sample_steps_tut = 5 if quick else 20                                  # of 1000, then scaled
     sample_steps_lib = 5 if quick else 20
     results: dict = {"device": torch.cuda.get_device_name(dev) if cuda else "cpu", "preset": preset,
