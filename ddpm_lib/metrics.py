@@ -65,7 +65,7 @@ def load_classifier(path: str | Path = CLASSIFIER) -> MnistClassifier:
 @torch.no_grad()
 def classifier_outputs(images: Tensor, classifier: MnistClassifier | None = None) -> tuple[Tensor, Tensor]:
     """Class probabilities (N, 10) and features (N, 64), float64, for images (N, 1, 32, 32) in [-1, 1]."""
-    _check_digits(images)
+    _check_digits(images, min_images=1)
     classifier = classifier or load_classifier()
     probs, feats = [], []
     for start in range(0, images.shape[0], CHUNK):
@@ -125,6 +125,7 @@ def sample_quality(images: Tensor, *, threshold: float = 0.9) -> dict:
     ``class_entropy``, ``frechet`` (against the 744 reference digits), ``n_reference`` and
     ``class_counts``.
     """
+    _check_digits(images, min_images=2)
     probs, feats = classifier_outputs(images)
     labels = probs.argmax(1)
     ref = reference_features()
@@ -151,9 +152,9 @@ def add_noise(images: Tensor, std: float = 0.3, seed: int = 0) -> Tensor:
     return (images + std * noise).clamp(-1, 1)
 
 
-def _check_digits(images: Tensor) -> None:
+def _check_digits(images: Tensor, min_images: int) -> None:
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1:] != (1, 32, 32):
         raise ValueError(f"expected digit images (N, 1, 32, 32) in [-1, 1], got "
                          f"{tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__}")
-    if images.shape[0] < 2:
-        raise ValueError("need at least 2 images to compute sample-quality metrics")
+    if images.shape[0] < min_images:
+        raise ValueError(f"need at least {min_images} image(s) here, got {images.shape[0]}")
