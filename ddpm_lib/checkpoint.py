@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from .unet import UNet
 
 FORMAT = "ddpm_lib-checkpoint"
 VERSION = 1
-SHIPPED = Path(__file__).resolve().parent / "assets" / "mnist_tiny.pt"
+SHIPPED = Path(__file__).resolve().parent / "assets" / "mnist_small.pt"
 
 
 class CheckpointError(ValueError):
@@ -67,6 +68,8 @@ def load_checkpoint(path: str | Path | None = None, map_location: str | torch.de
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder, not a file (did you mean {path / 'last.pt'}?)")
+    if not zipfile.is_zipfile(path):                                        # torch.save writes a zip archive
+        raise CheckpointError(f"{path} is not a ddpm_lib checkpoint (not a file written by torch.save)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
@@ -121,9 +124,15 @@ def model_from_checkpoint(ckpt: dict, *, weights: str = "ema", device: str | tor
 
 
 def export_weights(ckpt: dict, path: str | Path, **extra: Any) -> Path:
-    """Write the slim, weights-only form of a training checkpoint (EMA weights, configs, summary)."""
+    """Write the slim, weights-only form of a training checkpoint (configs, summary and weights).
+
+    Keeps the EMA weights in float32 (what sampling uses) and the raw weights in float16, half the
+    size, for comparing the two (``weights="model"``; they load back into a float32 model). No
+    optimizer state, so it cannot be resumed from.
+    """
+    raw = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     slim = {"format": FORMAT, "version": VERSION, "kind": "weights", "model_config": ckpt["model_config"],
             "schedule": ckpt["schedule"], "config": ckpt["config"], "step": ckpt["step"],
-            "ema": ckpt["ema"]["module"], "ema_updates": ckpt["ema"]["num_updates"],
-            "data_hash": ckpt.get("data_hash"), **extra}
+            "ema": ckpt["ema"]["module"], "ema_updates": ckpt["ema"]["num_updates"], "model": raw,
+            "raw_weights_dtype": "float16", "data_hash": ckpt.get("data_hash"), **extra}
     return atomic_save(slim, path)

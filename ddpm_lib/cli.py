@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model (see RunConfig for every setting)",
                            description="Train a DDPM. Flags override the values of --config.")
-    train.add_argument("--config", type=Path, help="YAML file of RunConfig settings, e.g. configs/mnist_tiny.yml")
+    train.add_argument("--config", type=Path, help="YAML file of RunConfig settings, e.g. configs/mnist_small.yml")
     train.add_argument("--dataset", choices=DATASETS, help="data set (default mnist-sample, which ships with ddpm_lib)")
     train.add_argument("--data-root", help="folder for torchvision data sets")
     train.add_argument("--preset", choices=sorted(PRESETS), help="UNet preset (default tiny)")
@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=positive_int, help="optimizer steps to reach (default 10000)")
     train.add_argument("--batch-size", type=positive_int, help="images per step (default 64)")
     train.add_argument("--lr", type=positive_float, help="learning rate (default 2e-4)")
+    train.add_argument("--warmup-steps", type=nonnegative_int, help="linear learning-rate warm-up (default 200)")
+    train.add_argument("--lr-decay-steps", type=nonnegative_int,
+                       help="decay the learning rate linearly to 0 over the last N steps (default 0: no decay)")
     train.add_argument("--ema-decay", type=float, help="EMA decay (default 0.999)")
     train.add_argument("--seed", type=nonnegative_int, help="random seed (default 0)")
     train.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints (default 1000)")
@@ -120,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TRAIN_FLAGS = ("dataset", "data_root", "preset", "schedule", "steps", "batch_size", "lr", "ema_decay", "seed",
-               "checkpoint_every", "out", "device", "compile", "bf16", "progress")
+TRAIN_FLAGS = ("dataset", "data_root", "preset", "schedule", "steps", "batch_size", "lr", "warmup_steps",
+               "lr_decay_steps", "ema_decay", "seed", "checkpoint_every", "out", "device", "compile", "bf16", "progress")
 
 
 def _settings_given(args: argparse.Namespace) -> dict:

@@ -6,9 +6,10 @@ The loop is Ho et al.'s Algorithm 1 with the usual engineering around it:
              take a gradient step on || eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t) ||^2
              update the EMA copy of the weights
 
-AdamW with linear warm-up, gradient clipping, a non-finite-loss guard, bf16 autocast and
-channels_last on CUDA, optional torch.compile, DistributedDataParallel under torchrun, tqdm progress,
-a CSV log of every step, and atomic checkpoints from which a killed run continues exactly.
+AdamW with linear warm-up (and an optional linear decay at the end), gradient clipping, a non-finite-loss
+guard, bf16 autocast and channels_last on CUDA, optional torch.compile, DistributedDataParallel under
+torchrun, tqdm progress, a CSV log of every step, and atomic checkpoints from which a killed run continues
+exactly.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class RunConfig:
     batch_size: int = 64                   # images per step (all processes together under torchrun)
     lr: float = 2e-4                       # AdamW learning rate after warm-up (Ho et al.: 2e-4)
     warmup_steps: int = 200                # linear learning-rate warm-up (Ho et al.: 5000 on CIFAR-10)
+    lr_decay_steps: int = 0                # linear decay of the learning rate to 0 over the last N steps
     weight_decay: float = 0.0
     grad_clip: float = 1.0                 # max global gradient norm (Ho et al.: 1.0)
     ema_decay: float = 0.999               # EMA decay, with warm-up (Ho et al.: 0.9999 over 800k steps)
@@ -78,6 +80,8 @@ class RunConfig:
             (_is_int(self.batch_size) and self.batch_size >= 1, f"batch-size must be an integer >= 1, got {self.batch_size!r}"),
             (_is_num(self.lr) and self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr!r}"),
             (_is_int(self.warmup_steps) and self.warmup_steps >= 0, f"warmup-steps must be an integer >= 0, got {self.warmup_steps!r}"),
+            (_is_int(self.lr_decay_steps) and 0 <= self.lr_decay_steps <= (self.steps if _is_int(self.steps) else 0),
+             f"lr-decay-steps must be an integer from 0 to steps ({self.steps!r}), got {self.lr_decay_steps!r}"),
             (_is_num(self.weight_decay) and self.weight_decay >= 0, f"weight-decay must be >= 0, got {self.weight_decay!r}"),
             (_is_num(self.grad_clip) and self.grad_clip > 0, f"grad-clip must be > 0, got {self.grad_clip!r}"),
             (_is_num(self.ema_decay) and 0 <= self.ema_decay < 1, f"ema-decay must lie in [0, 1), got {self.ema_decay!r}"),
@@ -160,6 +164,21 @@ def _native_bf16() -> bool:
         return torch.cuda.get_device_capability()[0] >= 8
 
 
+def lr_factor(step: int, config: RunConfig) -> float:
+    """The multiple of ``config.lr`` used by optimizer step ``step`` (counted from 0).
+
+    Warm-up, stable, decay: linear from 1/warmup_steps up to 1 over the first ``warmup_steps`` steps,
+    then 1, then (with ``lr_decay_steps`` = N > 0) linear from 1 down to 1/N over the last N steps of
+    ``config.steps``. Because the stable phase does not depend on when the decay starts, a run can be
+    resumed from any checkpoint of that phase with a decay added: the result is the same as a run that
+    had the decay in its settings from the start.
+    """
+    factor = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    if config.lr_decay_steps:
+        factor = min(factor, max(0.0, (config.steps - step) / config.lr_decay_steps))
+    return factor
+
+
 def check_resumable(ckpt: dict, config: RunConfig) -> None:
     """Raise CheckpointError unless ``ckpt`` is a training checkpoint of the run ``config`` describes.
 
@@ -238,9 +257,7 @@ class Trainer:
         # Fused AdamW: one kernel for all parameters, and it can skip a step on the device (found_inf).
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                            fused=True)
-        warmup = config.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, self.config))
         self.step = 0
         self.skipped_steps = 0                                             # non-finite steps skipped in all
         self._bad_in_a_row = 0

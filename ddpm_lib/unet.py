@@ -119,10 +119,15 @@ class Level(nn.Module):
 # Named configurations. "tutorial" is the seed tutorial's network (about 36M parameters). "tiny" is
 # shaped for a laptop CPU (0.36M parameters): convolutions at 32x32 cost the most there, so it keeps
 # few channels at full resolution, one residual block per level and attention only at 8x8; one forward
-# pass of 256 images takes about half a second on a 2-core CPU (see `python -m ddpm_lib bench`).
+# pass of 256 images takes about a quarter of a second on a 2-core CPU (see `python -m ddpm_lib bench`).
+# "small" (1.2M parameters) widens the lower levels to 32, 64, 128 channels, where convolutions are
+# cheap: about 0.4 s per forward pass of 256 images and 0.23 s per training step of 64 on the same CPU.
+# It is the network of the MNIST checkpoint that ships with the book (configs/mnist_small.yml).
 PRESETS: dict[str, dict] = {
     "tiny": dict(base_channels=32, channel_mult=(1, 1, 2), num_res_blocks=1, attention_resolutions=(8,),
                  num_heads=4, dropout=0.0, num_groups=8),
+    "small": dict(base_channels=32, channel_mult=(1, 2, 4), num_res_blocks=1, attention_resolutions=(8,),
+                  num_heads=4, dropout=0.0, num_groups=8),
     "tutorial": dict(base_channels=64, channel_mult=(1, 2, 4, 8), num_res_blocks=2, attention_resolutions=(16,),
                      num_heads=8, dropout=0.1, num_groups=32),
 }
@@ -200,7 +205,7 @@ class UNet(nn.Module):
 
     @classmethod
     def from_preset(cls, name: str, in_channels: int = 1, **overrides) -> "UNet":
-        """A UNet from a named configuration in ``PRESETS`` (``"tiny"`` or ``"tutorial"``)."""
+        """A UNet from a named configuration in ``PRESETS`` (``"tiny"``, ``"small"`` or ``"tutorial"``)."""
         if name not in PRESETS:
             raise ValueError(f"unknown UNet preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(in_channels, **{**PRESETS[name], **overrides})

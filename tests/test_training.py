@@ -68,6 +68,28 @@ def test_run_config_yaml_and_validation(tmp_path):
         RunConfig(dataset="imagenet").validate()
 
 
+def test_learning_rate_warms_up_holds_then_decays(tmp_path, digits):
+    config = tiny_config(tmp_path, steps=10, warmup_steps=2, lr_decay_steps=4, lr=1e-3, log_every=1)
+    rows = Trainer(config, data=digits).train()
+    lrs = [r["lr"] for r in rows]                                          # the rate each step used
+    expected = [0.5, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25]                    # warm-up 2, stable, last 4 down to 1/4
+    assert lrs == pytest.approx([1e-3 * f for f in expected])
+    with pytest.raises(ValueError, match="lr-decay-steps must be an integer from 0 to steps"):
+        RunConfig(steps=10, lr_decay_steps=11).validate()
+
+
+def test_a_decay_added_on_resume_gives_the_run_that_had_it_from_the_start(tmp_path, digits):
+    """Warm-up/stable/decay: the stable phase does not depend on the decay, so it can be chosen later."""
+    planned = Trainer(tiny_config(tmp_path, out=str(tmp_path / "planned"), lr_decay_steps=3), data=digits).train()
+    first = Trainer(tiny_config(tmp_path, out=str(tmp_path / "later"), steps=3), data=digits)
+    first.train()
+    later = Trainer(tiny_config(tmp_path, out=str(tmp_path / "later"), lr_decay_steps=3), data=digits)
+    later.load_state(load_checkpoint(tmp_path / "later" / "last.pt"))
+    rest = later.train()
+    assert [r["loss"] for r in planned[3:]] == [r["loss"] for r in rest]
+    assert [r["lr"] for r in planned[3:]] == [r["lr"] for r in rest]
+
+
 def test_checkpoint_round_trip_is_bit_exact(tmp_path, digits):
     trainer = Trainer(tiny_config(tmp_path), data=digits)
     trainer.train()
@@ -109,6 +131,10 @@ def test_weights_file_and_bad_files(tmp_path, digits):
     with pytest.warns(UserWarning, match="EMA weights average only"):
         model, _ = model_from_checkpoint(load_checkpoint(slim))
     assert sum(p.numel() for p in model.parameters()) == trainer.model.num_parameters()
+    raw, _ = model_from_checkpoint(load_checkpoint(slim), weights="model")  # float16 copy of the raw weights
+    for p_raw, p_trained in zip(raw.parameters(), trainer.model.parameters()):
+        assert p_raw.dtype == torch.float32
+        assert torch.allclose(p_raw, p_trained.detach(), rtol=1e-3, atol=1e-4)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="junk.pt is not a ddpm_lib checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")

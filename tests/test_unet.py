@@ -18,11 +18,13 @@ def test_presets_keep_the_image_shape(preset, channels):
 
 def test_parameter_counts_of_presets():
     tiny = UNet.from_preset("tiny").num_parameters()
+    small = UNet.from_preset("small").num_parameters()
     tutorial = UNet.from_preset("tutorial").num_parameters()
-    assert tiny == 359_905                                                 # regression guard
+    assert tiny == 359_905                                                 # regression guards
+    assert small == 1_213_057
     assert tutorial == 36_216_129
     assert 34e6 < tutorial < 38e6                                          # the tutorial's "about 35M"
-    assert tiny < 1e6
+    assert tiny < small < 2e6                                              # CPU presets: a few million at most
 
 
 def test_tutorial_preset_has_the_tutorials_layout():
