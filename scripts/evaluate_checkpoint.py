@@ -1,15 +1,15 @@
 """Ship a trained MNIST checkpoint with the book: export its EMA weights, measure it, write its card.
 
-    python scripts/evaluate_checkpoint.py runs/mnist_tiny/last.pt
+    python scripts/evaluate_checkpoint.py runs/mnist_small/last.pt
 
 Writes, under ddpm_lib/assets/:
-  mnist_tiny.pt           the EMA weights, model and schedule configs, and the card (what
+  mnist_small.pt          the EMA weights, model and schedule configs, and the card (what
                           `python -m ddpm_lib sample` uses when no --checkpoint is given)
-  mnist_tiny_card.json    the model card: command, config, data, steps, hardware, wall time, final loss,
+  mnist_small_card.json   the model card: command, config, data, steps, hardware, wall time, final loss,
                           sample-quality metrics with calibration rows, bits/dim with per-t terms
-  mnist_tiny_log.csv      the training loss, averaged over windows of 100 steps
-  mnist_tiny_samples.npz  the 256 samples (seed 0) the metrics were computed on, uint8
-The sample grid goes to book/images/mnist_tiny_samples.png. Takes about 30 minutes on a 2-core CPU
+  mnist_small_log.csv     the training loss, averaged over windows of 100 steps
+  mnist_small_samples.npz  the 256 samples (seed 0) the metrics were computed on, uint8
+The sample grid goes to book/images/mnist_small_samples.png. Takes about 30 minutes on a 2-core CPU
 (1,000-step sampling of 256 images, and the exact 1,000-term bound on 256 held-out digits).
 """
 
@@ -79,8 +79,15 @@ def downsample_log(src: Path, dst: Path, window: int = 100) -> dict:
             chunk = rows[i:i + window]
             writer.writerow([chunk[-1]["step"], f"{np.mean([float(r['loss']) for r in chunk]):.5f}"])
     last = rows[-window:]
+    # elapsed_s restarts at 0 when a run is resumed: add up the segments.
+    wall, previous = 0.0, 0.0
+    for r in rows:
+        elapsed = float(r["elapsed_s"])
+        if elapsed < previous:
+            wall += previous
+        previous = elapsed
     return {"final_loss_mean_last_100": round(float(np.mean([float(r["loss"]) for r in last])), 5),
-            "wall_time_s": round(float(rows[-1]["elapsed_s"]), 1), "steps_logged": len(rows)}
+            "wall_time_s": round(wall + previous, 1), "steps_logged": len(rows)}
 
 
 def main() -> None:
@@ -92,6 +99,7 @@ def main() -> None:
     parser.add_argument("--bpd-strata", type=int, default=None,
                         help="strata of the bits/dim estimate (default: all 1000 terms, the exact bound)")
     parser.add_argument("--quick", action="store_true", help="a smoke test: few images, few steps, nothing shipped")
+    parser.add_argument("--note", default=None, help="how the run was actually carried out, for the card")
     args = parser.parse_args()
     if args.quick:
         args.n, args.full_steps, args.bpd_images, args.bpd_strata = 32, 20, 16, 50
@@ -103,7 +111,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     target = work / "quick.pt" if args.quick else SHIPPED
 
-    log = downsample_log(run_dir / "log.csv", work / "log.csv" if args.quick else ASSETS / "mnist_tiny_log.csv")
+    log = downsample_log(run_dir / "log.csv", work / "log.csv" if args.quick else ASSETS / "mnist_small_log.csv")
     export_weights(ckpt, target)                                           # card added below
 
     # Samples as a reader gets them: the CLI's defaults on this CPU, and full 1000-step sampling.
@@ -135,13 +143,14 @@ def main() -> None:
 
     config = ckpt["config"]
     card = {
-        "name": "mnist_tiny",
-        "command": "python -m ddpm_lib train --config configs/mnist_tiny.yml",
+        "name": "mnist_small",
+        "command": "python -m ddpm_lib train --config configs/mnist_small.yml",
         "config": config,
         "stopped_at_step": ckpt["step"],
         "data": {"dataset": config["dataset"], "train_images": int(load_dataset(config["dataset"]).shape[0]),
                  "fingerprint": ckpt["data_hash"]},
         "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads (CPU only), torch {torch.__version__}",
+        "note": args.note,
         "training": log,
         "parameters": sum(p.numel() for p in model.parameters()),
         "sampler_default": {"steps_on_cpu": default_steps, "variance": "beta", "images": n,
@@ -163,10 +172,10 @@ def main() -> None:
         print(json.dumps({k: v for k, v in card.items() if k != "bits_per_dim"}, indent=2))
         return
     export_weights(ckpt, SHIPPED, card={k: v for k, v in card.items() if k != "bits_per_dim"})
-    (ASSETS / "mnist_tiny_card.json").write_text(json.dumps(card, indent=2) + "\n")
-    np.savez_compressed(ASSETS / "mnist_tiny_samples.npz", images=default_images, seed=0, steps=default_steps)
+    (ASSETS / "mnist_small_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    np.savez_compressed(ASSETS / "mnist_small_samples.npz", images=default_images, seed=0, steps=default_steps)
     (ROOT / "book" / "images").mkdir(exist_ok=True)
-    save_grid(to_model_range(default_images), ROOT / "book" / "images" / "mnist_tiny_samples.png", nrow=16, upscale=2)
+    save_grid(to_model_range(default_images), ROOT / "book" / "images" / "mnist_small_samples.png", nrow=16, upscale=2)
     print(f"wrote {SHIPPED}, the card and the samples")
 
 

@@ -16,7 +16,7 @@ def test_wheel_holds_the_package_and_its_assets(tmp_path):
     (wheel,) = tmp_path.glob("ddpm_lib-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ("ddpm_lib/__init__.py", "ddpm_lib/unet.py", "ddpm_lib/assets/mnist_sample.npz",
-                   "ddpm_lib/assets/mnist_tiny.pt", "ddpm_lib/assets/mnist_classifier.pt"):
+                   "ddpm_lib/assets/mnist_small.pt", "ddpm_lib/assets/mnist_classifier.pt"):
         assert needed in names, needed
     assert not [n for n in names if n.startswith(("tests/", "notebooks/", "book/"))]
     assert wheel.stat().st_size < 10e6
