@@ -21,7 +21,19 @@ from .unet import UNet
 
 FORMAT = "ddpm_lib-checkpoint"
 VERSION = 1
-SHIPPED = Path(__file__).resolve().parent / "assets" / "mnist_small.pt"
+ASSETS = Path(__file__).resolve().parent / "assets"
+# The models that ship with the package, by the name ``--checkpoint`` (and load_checkpoint) accepts.
+SHIPPED_MODELS = {"mnist": ASSETS / "mnist_small.pt"}
+SHIPPED = SHIPPED_MODELS["mnist"]                                          # the default model
+
+
+def resolve_checkpoint(name_or_path: str | Path | None) -> Path:
+    """The file a ``--checkpoint`` argument means: a shipped model's name, or a path (None: the default model)."""
+    if name_or_path is None:
+        return SHIPPED
+    if isinstance(name_or_path, str) and name_or_path in SHIPPED_MODELS and not Path(name_or_path).exists():
+        return SHIPPED_MODELS[name_or_path]
+    return Path(name_or_path)
 
 
 class CheckpointError(ValueError):
@@ -59,13 +71,15 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path | None = None, map_location: str | torch.device = "cpu") -> dict:
-    """Read a ddpm_lib checkpoint or weights file (the shipped MNIST model when ``path`` is None).
+    """Read a ddpm_lib checkpoint or weights file: a path, or the name of a shipped model (``SHIPPED_MODELS``).
 
-    Raises :class:`CheckpointError` naming the file when it is missing, unreadable or not ours.
+    ``path=None`` reads the default shipped MNIST model. Raises :class:`CheckpointError` naming the file
+    when it is missing, unreadable or not ours.
     """
-    path = Path(path) if path is not None else SHIPPED
+    path = resolve_checkpoint(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        names = ", ".join(SHIPPED_MODELS)
+        raise CheckpointError(f"checkpoint {path} does not exist (shipped models by name: {names})")
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder, not a file (did you mean {path / 'last.pt'}?)")
     if not zipfile.is_zipfile(path):                                        # torch.save writes a zip archive

@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", choices=DATASETS, help="data set (default mnist-sample, which ships with ddpm_lib)")
     train.add_argument("--data-root", help="folder for torchvision data sets")
     train.add_argument("--preset", choices=sorted(PRESETS), help="UNet preset (default tiny)")
+    train.add_argument("--num-classes", type=positive_int,
+                       help="train a class-conditional model on the data set's K labels (default: unconditional)")
+    train.add_argument("--label-dropout", type=float,
+                       help="share of labels replaced by 'no label' during training, for guidance (default 0.1)")
+    train.add_argument("--init-from", metavar="CHECKPOINT",
+                       help="start from the weights of this checkpoint (e.g. fine-tune the shipped model)")
     train.add_argument("--schedule", choices=("linear", "cosine"), help="noise schedule (default linear)")
     train.add_argument("--steps", type=positive_int, help="optimizer steps to reach (default 10000)")
     train.add_argument("--batch-size", type=positive_int, help="images per step (default 64)")
@@ -126,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TRAIN_FLAGS = ("dataset", "data_root", "preset", "schedule", "steps", "batch_size", "lr", "warmup_steps",
+TRAIN_FLAGS = ("dataset", "data_root", "preset", "num_classes", "label_dropout", "init_from", "schedule", "steps", "batch_size", "lr", "warmup_steps",
                "lr_decay_steps", "ema_decay", "seed", "checkpoint_every", "out", "device", "compile", "bf16", "progress")
 
 

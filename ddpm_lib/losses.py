@@ -60,12 +60,13 @@ def _mean_flat(x: Tensor) -> Tensor:
 
 def ddpm_loss(model: Model, schedule: NoiseSchedule, x0: Tensor, *, t: Tensor | None = None,
               noise: Tensor | None = None, generator: torch.Generator | None = None,
-              reduction: str = "mean") -> Tensor:
+              reduction: str = "mean", y: Tensor | None = None) -> Tensor:
     """L_simple: the mean squared error between the true noise and the model's prediction of it.
 
     x0: (B, C, H, W) in [-1, 1]. ``t`` (B,) is drawn uniformly from 0..T-1 and ``noise`` from N(0, I)
     when omitted (with ``generator`` if given). The error is computed in float32 whatever precision
-    the model runs in. ``reduction="none"`` gives the per-example loss (B,).
+    the model runs in. ``reduction="none"`` gives the per-example loss (B,). ``y`` (B,): class labels for
+    a conditional model (see :class:`~ddpm_lib.unet.UNet`'s ``num_classes``).
     """
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
@@ -75,7 +76,8 @@ def ddpm_loss(model: Model, schedule: NoiseSchedule, x0: Tensor, *, t: Tensor | 
     if noise is None:
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
     x_t = schedule.q_sample(x0, t, noise)                                  # (B, C, H, W)
-    eps = model(x_t, schedule.timestep_map[t])                             # (B, C, H, W)
+    timesteps = schedule.timestep_map[t]                                  # (B,) the model's own timesteps
+    eps = model(x_t, timesteps) if y is None else model(x_t, timesteps, y)  # (B, C, H, W)
     per_example = _mean_flat((eps.float() - noise.float()) ** 2)           # (B,)
     return per_example.mean() if reduction == "mean" else per_example
 

@@ -35,6 +35,57 @@ class Trajectory:
     pred_x0: Tensor
 
 
+def guided(model: Callable[..., Tensor], labels: Tensor | None, guidance: float = 1.0) -> Model:
+    """The noise predictor ``(x, t) -> eps`` for class ``labels`` (B,) with classifier-free guidance.
+
+        eps = eps(x, t | no label) + w * (eps(x, t | y) - eps(x, t | no label)),   w = ``guidance``
+
+    w = 1 is the plain conditional model and w = 0 the unconditional one; w > 1 pushes the samples
+    towards what makes the label likely. (Ho & Salimans 2022 write eps = (1 + w') eps_cond - w' eps_uncond:
+    their w' is our w - 1.) Both predictions come from one model call on a batch of 2B. With
+    ``labels=None`` the model is returned as it is.
+    """
+    if labels is None:
+        return model
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is None:
+        raise ValueError("labels were given but the model is unconditional (it has no num_classes)")
+    guidance = float(guidance)
+    if guidance != guidance or abs(guidance) == float("inf"):
+        raise ValueError(f"guidance must be a finite number, got {guidance}")
+
+    def eps(x: Tensor, t: Tensor) -> Tensor:
+        y = labels.to(x.device)
+        if guidance == 1.0:
+            return model(x, t, y)
+        null = torch.full_like(y, num_classes)                            # the "no label" token
+        if guidance == 0.0:
+            return model(x, t, null)
+        both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))   # (2B, C, H, W)
+        cond, uncond = both.chunk(2)
+        return uncond + guidance * (cond - uncond)
+
+    return eps
+
+
+def check_labels(labels: Tensor | int | Sequence[int] | None, n: int, model: Callable) -> Tensor | None:
+    """``labels`` as a LongTensor (n,) on the CPU (an int repeats), after checking the model takes them."""
+    if labels is None:
+        return None
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is None:
+        raise ValueError("labels were given but the model is unconditional (it has no num_classes)")
+    y = torch.as_tensor(labels).cpu()
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise ValueError(f"labels must be integers, got {y.dtype}")
+    y = y.long().expand(n).clone() if y.dim() == 0 else y.long()
+    if tuple(y.shape) != (n,):
+        raise ValueError(f"labels must be one integer or {n} of them, got shape {tuple(y.shape)}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got values from {int(y.min())} to {int(y.max())}")
+    return y
+
+
 def default_chunk_size(device: torch.device) -> int:
     """Images per model call: small on the CPU (cache-friendly), large on a GPU (occupancy)."""
     return 1024 if device.type == "cuda" else 64
@@ -55,7 +106,8 @@ def ddpm_sample(model: Model, schedule: NoiseSchedule, shape: Sequence[int], *, 
                 generator: torch.Generator | None = None, variance: str = "beta", steps: int | None = None,
                 trajectory_steps: Sequence[int] | None = None, device: torch.device | str | None = None,
                 chunk_size: int | None = None, clip_denoised: bool = True, x_T: Tensor | None = None,
-                progress: bool = False) -> Tensor | tuple[Tensor, Trajectory]:
+                progress: bool = False, labels: Tensor | int | Sequence[int] | None = None,
+                guidance: float = 1.0) -> Tensor | tuple[Tensor, Trajectory]:
     """Draw images with DDPM's ancestral sampler.
 
     Args:
@@ -73,6 +125,8 @@ def ddpm_sample(model: Model, schedule: NoiseSchedule, shape: Sequence[int], *, 
         clip_denoised: clip the predicted x_0 to [-1, 1] before forming the mean (as Ho et al. do).
         x_T: start from these images instead of fresh noise, shape ``shape``.
         progress: show a tqdm progress bar over the steps.
+        labels: for a class-conditional model, the class of each image: one int for all, or (N,).
+        guidance: classifier-free guidance weight w (see :func:`guided`); 1 is plain conditional sampling.
 
     Returns:
         The images (N, C, H, W) in [-1, 1] on ``device``; with ``trajectory_steps``, also the
@@ -87,8 +141,7 @@ def ddpm_sample(model: Model, schedule: NoiseSchedule, shape: Sequence[int], *, 
     device = torch.device(device)
     if steps is not None:
         schedule = schedule.respace(steps)
-    if schedule.device != device:
-        schedule = _copy_to(schedule, device)
+    schedule = schedule.to(device)
     chunk = chunk_size or default_chunk_size(device)
     if chunk < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk}")
@@ -101,6 +154,7 @@ def ddpm_sample(model: Model, schedule: NoiseSchedule, shape: Sequence[int], *, 
     if keep and (keep[-1] < 0 or keep[0] >= schedule.T):
         raise ValueError(f"trajectory_steps must lie in 0..{schedule.T - 1}")
     n = shape[0]
+    labels = check_labels(labels, n, model)
     memory_format = torch.channels_last if _channels_last(model) else torch.contiguous_format
     if x_T is None:
         x = torch.randn(shape, device=device, generator=generator)
@@ -114,7 +168,8 @@ def ddpm_sample(model: Model, schedule: NoiseSchedule, shape: Sequence[int], *, 
         t = torch.full((n,), t_index, device=device, dtype=torch.long)
         means, log_vars, x0s = [], [], []
         for start in range(0, n, chunk):
-            out = schedule.p_mean_variance(model, x[start:start + chunk], t[start:start + chunk],
+            eps_model = guided(model, None if labels is None else labels[start:start + chunk], guidance)
+            out = schedule.p_mean_variance(eps_model, x[start:start + chunk], t[start:start + chunk],
                                            variance=variance, clip_denoised=clip_denoised)
             means.append(out["mean"])
             log_vars.append(out["log_variance"])
@@ -142,10 +197,3 @@ def _channels_last(model: Model) -> bool:
         if p.dim() == 4:
             return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
     return False
-
-
-def _copy_to(schedule: NoiseSchedule, device: torch.device) -> NoiseSchedule:
-    """A copy of ``schedule`` on ``device`` (the caller's schedule is left where it was)."""
-    copy = NoiseSchedule.__new__(NoiseSchedule)
-    copy.__dict__.update(schedule.__dict__)
-    return copy.to(device)

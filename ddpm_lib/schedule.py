@@ -16,6 +16,7 @@ the tensor they multiply when used.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable
 
@@ -111,8 +112,9 @@ class NoiseSchedule:
         cfg = {"kind": self.kind, **self.params}
         if self.kind == "custom":
             cfg["betas"] = self.betas.tolist()
-        if not torch.equal(self.timestep_map, torch.arange(self.T)):
-            cfg["timestep_map"] = self.timestep_map.tolist()
+        timestep_map = self.timestep_map.cpu()                             # the schedule may live on a GPU
+        if not torch.equal(timestep_map, torch.arange(self.T)):
+            cfg["timestep_map"] = timestep_map.tolist()
         return cfg
 
     @classmethod
@@ -140,11 +142,21 @@ class NoiseSchedule:
                 and torch.equal(self.timestep_map.cpu(), other.timestep_map.cpu()))
 
     def to(self, device: torch.device | str) -> "NoiseSchedule":
-        """Move every coefficient tensor to ``device`` (in place; returns self)."""
+        """This schedule with every coefficient tensor on ``device``, as torch's ``Tensor.to``.
+
+        Returns ``self`` when it is already there, else a new schedule; the original is left where it was.
+        """
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if self.device == device:
+            return self
+        moved = copy.copy(self)
         for name, value in vars(self).items():
             if isinstance(value, Tensor):
-                setattr(self, name, value.to(device))
-        return self
+                setattr(moved, name, value.to(device))
+        moved.params = copy.deepcopy(self.params)
+        return moved
 
     @property
     def device(self) -> torch.device:

@@ -37,7 +37,7 @@ from .unet import PRESETS, UNet
 
 LOG_FIELDS = ("step", "loss", "grad_norm", "lr", "ema_decay", "skipped", "img_per_s", "elapsed_s")
 # Settings that must not change when a run is resumed: changing them would make it another run.
-RESUME_FIXED = ("dataset", "preset", "schedule", "timesteps", "batch_size", "lr", "warmup_steps",
+RESUME_FIXED = ("dataset", "preset", "num_classes", "label_dropout", "schedule", "timesteps", "batch_size", "lr", "warmup_steps",
                 "weight_decay", "grad_clip", "ema_decay", "seed")
 
 
@@ -48,6 +48,9 @@ class RunConfig:
     dataset: str = "mnist-sample"          # one of ddpm_lib.data.DATASETS
     data_root: str | None = None           # folder for torchvision data sets (default: $DDPM_DATA)
     preset: str = "tiny"                   # UNet preset (ddpm_lib.unet.PRESETS)
+    num_classes: int | None = None         # K: train a class-conditional model on the data set's labels
+    label_dropout: float = 0.1             # share of labels replaced by "no label" (classifier-free guidance)
+    init_from: str | None = None           # start from the weights of this checkpoint or weights file
     schedule: str = "linear"               # "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal)
     timesteps: int = 1000                  # T
     steps: int = 10_000                    # optimizer steps to reach
@@ -74,6 +77,12 @@ class RunConfig:
         checks = [
             (self.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}"),
             (self.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}"),
+            (self.num_classes is None or (_is_int(self.num_classes) and self.num_classes >= 1),
+             f"num-classes must be an integer >= 1, got {self.num_classes!r}"),
+            (_is_num(self.label_dropout) and 0 <= self.label_dropout <= 1,
+             f"label-dropout must lie in [0, 1], got {self.label_dropout!r}"),
+            (self.init_from is None or (isinstance(self.init_from, str) and self.init_from != ""),
+             f"init-from must be a checkpoint path, got {self.init_from!r}"),
             (self.schedule in ("linear", "cosine"), f"schedule must be 'linear' or 'cosine', got {self.schedule!r}"),
             (_is_int(self.timesteps) and self.timesteps >= 2, f"timesteps must be an integer >= 2, got {self.timesteps!r}"),
             (_is_int(self.steps) and self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}"),
@@ -225,7 +234,8 @@ class Trainer:
     gives each process its own shard of the data and lets process 0 alone write files.
     """
 
-    def __init__(self, config: RunConfig, *, model: nn.Module | None = None, data: Tensor | None = None):
+    def __init__(self, config: RunConfig, *, model: nn.Module | None = None, data: Tensor | None = None,
+                 labels: Tensor | None = None):
         self.config = config.validate()
         self.dist = DistInfo.from_env()
         self.device = resolve_device(config.device)
@@ -236,15 +246,27 @@ class Trainer:
         self.local_batch = config.batch_size // self.dist.world_size
 
         if data is None:
-            data = load_dataset(config.dataset, config.data_root, train=True)
+            data, labels = load_dataset(config.dataset, config.data_root, train=True, with_labels=True)
+        if config.num_classes is not None:
+            if labels is None:
+                raise ValueError("a conditional model (num_classes) needs labels: pass labels= with data=")
+            _check_labels(labels, data.shape[0], config.num_classes)
         _check_images(data)
         self.data_hash = fingerprint(data)
         self.data = data[self.dist.rank::self.dist.world_size].to(self.device)   # this process's shard
+        self.labels = (labels[self.dist.rank::self.dist.world_size].to(self.device)
+                       if config.num_classes is not None else None)
         self.schedule = NoiseSchedule.from_name(config.schedule, config.timesteps).to(self.device)
 
         torch.manual_seed(config.seed)                                     # the same initial weights everywhere
         if model is None:
-            model = UNet.from_preset(config.preset, in_channels=data.shape[1])
+            extra = {"num_classes": config.num_classes} if config.num_classes is not None else {}
+            model = UNet.from_preset(config.preset, in_channels=data.shape[1], **extra)
+            if config.init_from:
+                _init_weights(model, config.init_from)
+        if getattr(model, "num_classes", None) != config.num_classes:
+            raise ValueError(f"the model has num_classes={getattr(model, 'num_classes', None)} but the run asks "
+                             f"for {config.num_classes}")
         if getattr(model, "in_channels", data.shape[1]) != data.shape[1]:
             raise ValueError(f"the model takes {model.in_channels} channel(s) but the data has {data.shape[1]}")
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -295,8 +317,12 @@ class Trainer:
         x0 = self.data[idx].contiguous(memory_format=self.memory_format)  # (B, C, H, W)
         t = torch.randint(0, self.schedule.T, (self.local_batch,), device=self.device, generator=g)
         noise = torch.randn(x0.shape, device=self.device, generator=g).contiguous(memory_format=self.memory_format)
+        y = None
+        if self.labels is not None:                                        # conditional: drop some labels
+            keep = torch.rand(self.local_batch, device=self.device, generator=g) >= self.config.label_dropout
+            y = torch.where(keep, self.labels[idx], self.config.num_classes)   # (B,) K = "no label"
         with self._autocast():
-            loss = ddpm_loss(self.train_model, self.schedule, x0, t=t, noise=noise)   # float32 scalar
+            loss = ddpm_loss(self.train_model, self.schedule, x0, t=t, noise=noise, y=y)   # float32 scalar
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -494,6 +520,36 @@ class Trainer:
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
+
+
+def _init_weights(model: UNet, path: str) -> None:
+    """Load the weights of a checkpoint or weights file (its EMA weights) into a new model.
+
+    The architectures must match, except that a conditional model may start from an unconditional one:
+    its label embedding then keeps its zero initialisation, so it starts as that model.
+    """
+    ckpt = ckpt_io.load_checkpoint(path)
+    state = ckpt["ema"]["module"] if isinstance(ckpt.get("ema"), dict) and "module" in ckpt["ema"] else ckpt["ema"]
+    saved = {k: v for k, v in ckpt["model_config"].items() if k != "num_classes"}
+    mine = {k: v for k, v in model.config.items() if k != "num_classes"}
+    if {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()} != mine:
+        raise ckpt_io.CheckpointError(f"{ckpt['path']} holds another architecture ({saved}) than this run's ({mine})")
+    if ckpt["model_config"].get("num_classes") not in (None, model.num_classes):
+        raise ckpt_io.CheckpointError(f"{ckpt['path']} has num_classes={ckpt['model_config']['num_classes']}, "
+                                      f"not {model.num_classes}")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("label_embed.") for k in missing):
+        raise ckpt_io.CheckpointError(f"{ckpt['path']}: weights do not fit the model "
+                                      f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def _check_labels(labels: Tensor, n: int, num_classes: int) -> None:
+    if not isinstance(labels, Tensor) or labels.shape != (n,) or labels.is_floating_point():
+        raise ValueError(f"labels must be an integer tensor of shape ({n},), got "
+                         f"{tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__}")
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(f"labels must lie in 0..{num_classes - 1} (num_classes={num_classes}), got values from "
+                         f"{int(labels.min())} to {int(labels.max())}")
 
 
 def _check_images(data: Tensor) -> None:

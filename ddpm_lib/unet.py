@@ -149,11 +149,15 @@ class UNet(nn.Module):
         dropout: dropout probability inside residual blocks.
         num_groups: GroupNorm groups (must divide every level's width).
         image_size: input height and width; must be divisible by 2^(len(channel_mult) - 1).
+        num_classes: ``K`` for a class-conditional model (``None``: unconditional). A learned embedding of
+            K + 1 rows, the last one the "no label" token ``K``, is added to the time embedding; it starts
+            at zero, so a new conditional model (or one initialised from an unconditional model's weights)
+            starts by ignoring the label.
     """
 
     def __init__(self, in_channels: int = 1, *, base_channels: int = 32, channel_mult: tuple[int, ...] = (1, 1, 2),
                  num_res_blocks: int = 1, attention_resolutions: tuple[int, ...] = (8,), num_heads: int = 4,
-                 dropout: float = 0.0, num_groups: int = 8, image_size: int = 32):
+                 dropout: float = 0.0, num_groups: int = 8, image_size: int = 32, num_classes: int | None = None):
         super().__init__()
         channel_mult = tuple(int(m) for m in channel_mult)
         attention_resolutions = tuple(int(r) for r in attention_resolutions)
@@ -164,9 +168,15 @@ class UNet(nn.Module):
             raise ValueError(f"image_size {image_size} is not divisible by 2^{len(channel_mult) - 1}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                        or num_classes < 1):
+            raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
         self.config = dict(in_channels=in_channels, base_channels=base_channels, channel_mult=channel_mult,
                            num_res_blocks=num_res_blocks, attention_resolutions=attention_resolutions,
                            num_heads=num_heads, dropout=dropout, num_groups=num_groups, image_size=image_size)
+        if num_classes is not None:                                        # unconditional configs stay as they were
+            self.config["num_classes"] = num_classes
+        self.num_classes = num_classes
         self.in_channels = in_channels
         self.image_size = image_size
 
@@ -185,6 +195,8 @@ class UNet(nn.Module):
             return Level(width, num_res_blocks, res in attention_resolutions, time_dim, dropout, num_groups, num_heads)
 
         self.time_mlp = nn.Sequential(nn.Linear(base_channels, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+        # Class conditioning: one learned vector per label, plus the "no label" token (index num_classes).
+        self.label_embed = (zero_init(nn.Embedding(num_classes + 1, time_dim)) if num_classes is not None else None)
 
         self.stem = nn.Conv2d(in_channels, widths[0], 3, padding=1)
         self.down_levels = nn.ModuleList()
@@ -210,14 +222,29 @@ class UNet(nn.Module):
             raise ValueError(f"unknown UNet preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(in_channels, **{**PRESETS[name], **overrides})
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """x: (B, C, H, W) noisy images; t: (B,) integer timesteps. Returns eps: (B, C, H, W)."""
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """x: (B, C, H, W) noisy images; t: (B,) integer timesteps; y: (B,) labels or None. Returns eps (B, C, H, W).
+
+        For a conditional model, ``y`` holds class indices 0..K-1, or K (``num_classes``) for "no label";
+        ``y=None`` means no label for every image. An unconditional model accepts only ``y=None``.
+        """
         if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[-2:] != (self.image_size, self.image_size):
             raise ValueError(f"expected images of shape (B, {self.in_channels}, {self.image_size}, "
                              f"{self.image_size}), got {tuple(x.shape)}")
         if t.dim() != 1 or t.shape[0] != x.shape[0]:
             raise ValueError(f"expected t of shape ({x.shape[0]},), got {tuple(t.shape)}")
         temb = self.time_mlp(timestep_embedding(t, self.time_embed_dim).to(x.dtype))   # (B, 4 * base)
+        if self.label_embed is not None:
+            if y is None:
+                y = torch.full_like(t, self.num_classes, dtype=torch.long)        # the "no label" token
+            elif y.shape != t.shape or y.is_floating_point():
+                raise ValueError(f"expected integer labels y of shape ({x.shape[0]},), got {y.dtype} {tuple(y.shape)}")
+            elif y.device.type == "cpu" and y.numel() and (int(y.min()) < 0 or int(y.max()) > self.num_classes):
+                raise ValueError(f"labels must lie in 0..{self.num_classes} ({self.num_classes} = no label), "
+                                 f"got values from {int(y.min())} to {int(y.max())}")
+            temb = temb + self.label_embed(y).to(temb.dtype)                  # (B, 4 * base)
+        elif y is not None:
+            raise ValueError("this model is unconditional (num_classes=None); it takes no labels")
         h = self.stem(x)                                                   # (B, c0, H, W)
         skips = []
         for level, down in zip(self.down_levels, self.downsamples):

@@ -144,15 +144,6 @@ def _assemble(w, frame_pngs: Mapping[str, Sequence[bytes]], labels: Mapping[str,
     return play, slider, toggle, stacks, label_stacks, outer_images, outer_labels
 
 
-def _on_cpu(schedule: NoiseSchedule) -> NoiseSchedule:
-    """``schedule`` if it is on the CPU, else a CPU copy (``NoiseSchedule.to`` moves in place; the caller's stays)."""
-    if schedule.device.type == "cpu":
-        return schedule
-    copy = NoiseSchedule.__new__(NoiseSchedule)
-    copy.__dict__.update(schedule.__dict__)
-    return copy.to("cpu")
-
-
 def forward_process_viewer(x0: Tensor, schedules: NoiseSchedule | Mapping[str, NoiseSchedule], *,
                            frames: int = 24, seed: int = 0, width: int = 320, interval: int = 150):
     """A slider (and Play button) that noises ``x0`` (N, C, H, W) in [-1, 1] from t = 0 to t = T.
@@ -174,7 +165,7 @@ def forward_process_viewer(x0: Tensor, schedules: NoiseSchedule | Mapping[str, N
     nrow = int(round(x0.shape[0] ** 0.5))
     frame_pngs, labels, all_steps = {}, {}, []
     for name, schedule in schedules.items():
-        schedule = _on_cpu(schedule)
+        schedule = schedule.to("cpu")
         abar = schedule.alphas_cumprod
         steps, images = forward_frames(x0, schedule, frames, seed)
         frame_pngs[name] = [frame_png(make_grid(img, nrow=nrow)) for img in images]

@@ -145,3 +145,16 @@ def test_model_variances():
     assert bool((var_post[1:] <= var_beta[1:]).all())                      # beta~_t <= beta_t
     with pytest.raises(ValueError, match="variance"):
         s.model_variance("learned")
+
+
+def test_to_returns_a_new_schedule_and_leaves_the_original_in_place():
+    sched = NoiseSchedule.linear(T=50).respace(10)
+    same = sched.to("cpu")
+    assert same is sched                                   # already there: like Tensor.to, no copy
+    moved = sched.to(torch.device("meta"))                 # any other device: a new schedule
+    assert moved is not sched and moved.betas.device.type == "meta"
+    assert sched.betas.device.type == "cpu" and sched.timestep_map.device.type == "cpu"
+    assert all(v.device.type == "meta" for v in vars(moved).values() if isinstance(v, torch.Tensor))
+    moved.params["steps"] = -1                             # the copy owns its own parameters
+    assert sched.params["steps"] == 10
+    assert NoiseSchedule.from_config(sched.to_config()).same_as(sched)

@@ -122,3 +122,28 @@ def test_tiny_overfits_a_small_batch():
     after = eval_loss()
     assert before > 0.9
     assert after < 0.3 * before, (before, after)
+
+
+def test_conditional_unet_starts_as_the_unconditional_one_and_checks_labels():
+    torch.manual_seed(0)
+    plain = UNet.from_preset("tiny")
+    cond = UNet.from_preset("tiny", num_classes=10)
+    missing, unexpected = cond.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["label_embed.weight"] and not unexpected
+    assert cond.label_embed.weight.shape == (11, 4 * 32)                  # K + 1 rows: the last is "no label"
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.add_(0.01 * torch.randn_like(p))                             # make the output non-trivial
+        cond.load_state_dict(plain.state_dict(), strict=False)
+        x, t = torch.randn(4, 1, 32, 32), torch.tensor([0, 10, 500, 999])
+        ref = plain(x, t)
+        assert torch.equal(cond(x, t, torch.tensor([0, 3, 9, 10])), ref)   # zero label embedding
+        assert torch.equal(cond(x, t), ref)                               # y=None is the "no label" token
+        cond.label_embed.weight.normal_()
+        assert not torch.allclose(cond(x, t, torch.tensor([0, 3, 9, 1])), cond(x, t))
+    with pytest.raises(ValueError, match="unconditional"):
+        plain(x, t, torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="0..10"):
+        cond(x, t, torch.tensor([0, 1, 2, 11]))
+    with pytest.raises(ValueError, match="shape"):
+        cond(x, t, torch.zeros(3, dtype=torch.long))
