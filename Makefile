@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: setup browser-deps test unit nbval book book-check browser-test bench clean
+.PHONY: setup browser-deps test lint unit nbval book book-check browser-test bench clean test-gpu
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ browser-deps:
 		|| echo "could not install chromium; the browser test will say how"; \
 	else echo "chromium is missing: run 'sudo apt-get install chromium chromium-driver' for the browser test"; fi
 
+# Style and obvious mistakes (unused names, undefined names, long lines): ruff, configured in pyproject.toml.
+lint: setup
+	$(PY) -m ruff check ddpm_lib tests scripts
+
 unit: setup
 	$(PY) -m pytest tests -m "not browser" -q
 
@@ -45,10 +49,17 @@ browser-test: setup browser-deps
 	$(PY) -m pytest tests -m browser -q
 
 test: setup browser-deps
+	$(MAKE) lint
 	$(MAKE) unit
 	$(MAKE) nbval
 	$(MAKE) book-check
 	$(MAKE) browser-test
+
+# On a machine with a CUDA GPU: the GPU tests, then every chapter in the CUDA profile.
+test-gpu: setup
+	@$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'test-gpu needs a CUDA GPU')"
+	$(PY) -m pytest tests -m cuda -q
+	DDPM_PROFILE=cuda $(PY) -m pytest --nbval-lax notebooks -q -p no:cacheprovider
 
 bench: setup
 	$(PY) -m ddpm_lib bench --device cpu --quick

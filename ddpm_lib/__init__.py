@@ -3,15 +3,34 @@
 Each name below is documented where it is defined; the book's chapters call them in reading order.
 """
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from .config import RunConfig
 from .data import load_dataset
 from .ema import EMA
 from .losses import bits_per_dim, ddpm_loss, discretized_gaussian_log_likelihood, normal_kl, vlb_terms
-from .sampling import Trajectory, ddpm_sample
+from .sampling import Trajectory, ddpm_sample, guided
 from .schedule import NoiseSchedule
-from .training import RunConfig, Trainer, TrainingDiverged
+from .training import Trainer, TrainingDiverged
 from .unet import PRESETS, UNet
 
 __version__ = "0.1.0"
-__all__ = ["CheckpointError", "EMA", "NoiseSchedule", "PRESETS", "RunConfig", "Trainer", "Trajectory",
-           "TrainingDiverged", "UNet", "bits_per_dim", "ddpm_loss", "ddpm_sample", "discretized_gaussian_log_likelihood",
-           "load_checkpoint", "load_dataset", "model_from_checkpoint", "normal_kl", "vlb_terms"]
+__all__ = [
+    "CheckpointError",
+    "EMA",
+    "NoiseSchedule",
+    "PRESETS",
+    "RunConfig",
+    "Trainer",
+    "TrainingDiverged",
+    "Trajectory",
+    "UNet",
+    "bits_per_dim",
+    "ddpm_loss",
+    "ddpm_sample",
+    "discretized_gaussian_log_likelihood",
+    "guided",
+    "load_checkpoint",
+    "load_dataset",
+    "model_from_checkpoint",
+    "normal_kl",
+    "vlb_terms",
+]

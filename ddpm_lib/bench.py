@@ -19,8 +19,7 @@ Full 1,000-step sampling is estimated from fewer steps (each step costs the same
 
 from __future__ import annotations
 
-import contextlib
-import math
+import functools
 import tempfile
 import time
 from typing import Callable
@@ -30,7 +29,9 @@ from torch import nn
 
 from .sampling import ddpm_sample
 from .schedule import NoiseSchedule
-from .training import RunConfig, Trainer, resolve_device
+from .config import RunConfig
+from .device import resolve_device
+from .training import Trainer
 from .unet import UNet
 
 # Dense bf16 peak of the GPUs we know, in TFLOP/s (no sparsity), for the MFU column.
@@ -153,7 +154,7 @@ def run_bench(device: str = "auto", preset: str | None = None, batch_size: int |
     results["tutorial_loop_train_img_per_s"] = round(tutorial_batch / s, 2)
 
     # tutorial sampler: one image at a time, scaled from a few steps to 1000
-    s = timed(lambda: tut.sample_one(sample_steps_tut), dev, warmup=1, iters=1 if quick else 2)
+    s = timed(functools.partial(tut.sample_one, sample_steps_tut), dev, warmup=1, iters=1 if quick else 2)
     results["tutorial_loop_sample_img_per_s"] = round(1.0 / (s * 1000 / sample_steps_tut), 5)
     del tut
 

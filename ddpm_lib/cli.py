@@ -57,8 +57,30 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog.split()[-1]}: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _train_flags() -> dict[str, dict]:
+    """argparse settings of the ``train`` flags, one per RunConfig setting (their help comes from RunConfig)."""
+    from .config import PRECISIONS
     from .data import DATASETS
+    from .schedule import SCHEDULES
+    from .unet import PRESETS
+
+    return {
+        "dataset": dict(choices=DATASETS), "data_root": dict(metavar="DIR"), "preset": dict(choices=sorted(PRESETS)),
+        "num_classes": dict(type=positive_int, metavar="K"), "label_dropout": dict(type=float, metavar="P"),
+        "init_from": dict(metavar="CHECKPOINT"), "schedule": dict(choices=SCHEDULES),
+        "timesteps": dict(type=int_at_least(2), metavar="T"), "steps": dict(type=positive_int, metavar="N"),
+        "batch_size": dict(type=positive_int, metavar="N"), "lr": dict(type=positive_float, metavar="X"),
+        "warmup_steps": dict(type=nonnegative_int, metavar="N"),
+        "lr_decay_steps": dict(type=nonnegative_int, metavar="N"),
+        "ema_decay": dict(type=float, metavar="D"), "seed": dict(type=nonnegative_int, metavar="N"),
+        "checkpoint_every": dict(type=positive_int, metavar="N"), "log_every": dict(type=positive_int, metavar="N"),
+        "out": dict(metavar="DIR"), "device": dict(), "precision": dict(choices=PRECISIONS),
+        "compile": dict(action=argparse.BooleanOptionalAction), "progress": dict(action=argparse.BooleanOptionalAction),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .config import setting_help
     from .unet import PRESETS
 
     parser = Parser(prog="python -m ddpm_lib", description="Train, sample and measure DDPM models.")
@@ -68,33 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model (see RunConfig for every setting)",
                            description="Train a DDPM. Flags override the values of --config.")
     train.add_argument("--config", type=Path, help="YAML file of RunConfig settings, e.g. configs/mnist_small.yml")
-    train.add_argument("--dataset", choices=DATASETS, help="data set (default mnist-sample, which ships with ddpm_lib)")
-    train.add_argument("--data-root", help="folder for torchvision data sets")
-    train.add_argument("--preset", choices=sorted(PRESETS), help="UNet preset (default tiny)")
-    train.add_argument("--num-classes", type=positive_int,
-                       help="train a class-conditional model on the data set's K labels (default: unconditional)")
-    train.add_argument("--label-dropout", type=float,
-                       help="share of labels replaced by 'no label' during training, for guidance (default 0.1)")
-    train.add_argument("--init-from", metavar="CHECKPOINT",
-                       help="start from the weights of this checkpoint (e.g. fine-tune the shipped model)")
-    train.add_argument("--schedule", choices=("linear", "cosine"), help="noise schedule (default linear)")
-    train.add_argument("--steps", type=positive_int, help="optimizer steps to reach (default 10000)")
-    train.add_argument("--batch-size", type=positive_int, help="images per step (default 64)")
-    train.add_argument("--lr", type=positive_float, help="learning rate (default 2e-4)")
-    train.add_argument("--warmup-steps", type=nonnegative_int, help="linear learning-rate warm-up (default 200)")
-    train.add_argument("--lr-decay-steps", type=nonnegative_int,
-                       help="decay the learning rate linearly to 0 over the last N steps (default 0: no decay)")
-    train.add_argument("--ema-decay", type=float, help="EMA decay (default 0.999)")
-    train.add_argument("--seed", type=nonnegative_int, help="random seed (default 0)")
-    train.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints (default 1000)")
-    train.add_argument("--out", help="output folder for last.pt and log.csv (default runs/ddpm)")
+    for name, kwargs in _train_flags().items():
+        train.add_argument("--" + name.replace("_", "-"), dest=name, help=setting_help(name), **kwargs)
     train.add_argument("--resume", nargs="?", const="auto", metavar="CHECKPOINT",
-                       help="continue from CHECKPOINT (default OUT/last.pt) up to --steps")
-    train.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
-    train.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    train.add_argument("--no-bf16", dest="bf16", action="store_false", default=None, help="train in float32 on CUDA")
-    train.add_argument("--no-progress", dest="progress", action="store_false", default=None,
-                       help="no progress bar")
+                       help="continue from CHECKPOINT (default OUT/last.pt) up to --steps; its folder is the "
+                            "output folder unless --out is given")
+    train.add_argument("--no-bf16", dest="precision", action="store_const", const="fp32",
+                       help="same as --precision fp32")
 
     sample = sub.add_parser("sample", help="draw images from a checkpoint",
                             description="Draw images; writes OUT/samples.png (a grid) and OUT/samples.npz "
@@ -120,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     bench.add_argument("--preset", choices=sorted(PRESETS), default=None,
                        help="UNet preset (default: tiny on CPU, tutorial on CUDA)")
-    bench.add_argument("--batch-size", type=positive_int, default=None, help="training batch (default 64 CPU, 256 CUDA)")
+    bench.add_argument("--batch-size", type=positive_int, default=None,
+                       help="training batch (default 64 CPU, 256 CUDA)")
     bench.add_argument("--quick", action="store_true", help="a short run (about 2 minutes on a 2-core CPU)")
     bench.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="torch.compile ddpm_lib's model (default: on for CUDA)")
@@ -132,16 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TRAIN_FLAGS = ("dataset", "data_root", "preset", "num_classes", "label_dropout", "init_from", "schedule", "steps", "batch_size", "lr", "warmup_steps",
-               "lr_decay_steps", "ema_decay", "seed", "checkpoint_every", "out", "device", "compile", "bf16", "progress")
-
-
 def _settings_given(args: argparse.Namespace) -> dict:
     """The settings this command line asks for: the --config file's, then the flags given."""
-    from .training import read_yaml_settings
+    from .config import read_yaml_settings
 
     given = read_yaml_settings(args.config) if args.config else {}
-    given.update({key: getattr(args, key) for key in TRAIN_FLAGS if getattr(args, key) is not None})
+    given.update({key: getattr(args, key) for key in _train_flags() if getattr(args, key) is not None})
     return given
 
 
@@ -159,32 +158,32 @@ def check_writable_dir(path: Path, what: str) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
-    from .training import RunConfig, Trainer, check_resumable
+    from .config import RunConfig
+    from .training import Trainer
 
     given = _settings_given(args)
-    base = RunConfig().to_dict()
-    ckpt = None
     if args.resume is not None:
-        out = Path(given.get("out", base["out"]))
-        path = out / "last.pt" if args.resume == "auto" else Path(args.resume)
-        ckpt = load_checkpoint(path)
-        base = ckpt["config"]                                              # the run's own settings ...
-    config = RunConfig.from_dict({**base, **given}).validate()             # ... and what is asked now
-    if ckpt is not None:
-        check_resumable(ckpt, config)                                      # before any data is loaded
-    if ckpt is not None and config.steps <= ckpt["step"]:
-        print(f"{ckpt['path']} is already at step {ckpt['step']} of {config.steps}; raise --steps to train on")
-        return 0
-    check_writable_dir(Path(config.out), "output folder")
-    trainer = Trainer(config)
-    if ckpt is not None:
-        trainer.load_state(ckpt)
+        if args.resume == "auto":
+            path = Path(given.get("out", RunConfig().out)) / "last.pt"
+        else:
+            path = Path(args.resume)
+            given.setdefault("out", str(path.parent))          # the file's own folder, never the one stored in it
+        check_writable_dir(Path(given["out"]) if "out" in given else path.parent, "output folder")
+        trainer = Trainer.resume(path, given)
         if trainer.dist.is_main:
-            print(f"resumed {ckpt['path']} at step {trainer.step}")
+            print(f"resumed {path} at step {trainer.step}")
+    else:
+        config = RunConfig.from_dict(given)
+        check_writable_dir(Path(config.out), "output folder")
+        trainer = Trainer(config)
+    config = trainer.config
+    if trainer.step >= config.steps:
+        print(f"{config.out} is already at step {trainer.step} of {config.steps}; raise --steps to train on")
+        return 0
     trainer.train()
     if trainer.dist.is_main:
-        print(f"done: step {trainer.step}, checkpoint {Path(config.out) / 'last.pt'}, log {Path(config.out) / 'log.csv'}")
+        out = Path(config.out)
+        print(f"done: step {trainer.step}, checkpoint {out / 'last.pt'}, log {out / 'log.csv'}")
     return 0
 
 
@@ -195,7 +194,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .data import to_uint8
     from .images import save_grid
     from .sampling import ddpm_sample
-    from .training import resolve_device
+    from .device import resolve_device
 
     device = resolve_device(args.device)
     out = check_writable_dir(args.out, "output folder")
@@ -209,8 +208,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         model = model.to(memory_format=__import__("torch").channels_last)
     steps = args.steps
     if steps is None:
-        steps = SHIPPED_CPU_STEPS if (args.checkpoint is None or Path(args.checkpoint).resolve() == SHIPPED) and device.type == "cpu" \
-            else schedule.T
+        shipped = args.checkpoint is None or Path(args.checkpoint).resolve() == SHIPPED
+        steps = SHIPPED_CPU_STEPS if shipped and device.type == "cpu" else schedule.T
     if steps > schedule.T:
         raise UsageError(f"--steps {steps} is more than the {schedule.T} steps the model was trained with")
     shape = (args.n, model.in_channels, model.image_size, model.image_size)

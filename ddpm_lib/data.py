@@ -21,7 +21,6 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 MNIST_SAMPLE = ASSETS / "mnist_sample.npz"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DATASETS = ("mnist-sample", "mnist", "fashion-mnist", "cifar10")
-CHANNELS = {"mnist-sample": 1, "mnist": 1, "fashion-mnist": 1, "cifar10": 3}
 
 
 class DatasetUnavailable(RuntimeError):
@@ -134,3 +133,28 @@ def load_dataset(name: str, root: str | Path | None = None, train: bool = True, 
         images, labels = _torchvision(name, Path(root) if root is not None else default_root(), train)
     x = to_model_range(images)
     return (x, torch.as_tensor(labels, dtype=torch.long)) if with_labels else x
+
+
+def check_images(data: Tensor) -> None:
+    """Raise ValueError unless ``data`` is a float tensor of images (N, C, H, W) with values in [-1, 1]."""
+    if not isinstance(data, Tensor) or data.dim() != 4 or data.shape[0] < 1:
+        raise ValueError(f"training data must be a tensor of images (N, C, H, W), got "
+                         f"{tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__}")
+    if not data.is_floating_point():
+        raise ValueError(f"training data must be float images in [-1, 1], got dtype {data.dtype}")
+    if not bool(torch.isfinite(data).all()):
+        raise ValueError("training data contains NaN or infinite values")
+    lo, hi = float(data.min()), float(data.max())
+    if lo < -1.0001 or hi > 1.0001:
+        raise ValueError(f"training data must lie in [-1, 1], got values from {lo:.3g} to {hi:.3g} "
+                         "(scale images with ddpm_lib.data.to_model_range)")
+
+
+def check_labels(labels: Tensor, n: int, num_classes: int) -> None:
+    """Raise ValueError unless ``labels`` is an integer tensor (n,) with values in 0..num_classes-1."""
+    if not isinstance(labels, Tensor) or tuple(labels.shape) != (n,) or labels.is_floating_point():
+        raise ValueError(f"labels must be an integer tensor of shape ({n},), got "
+                         f"{tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__}")
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(f"labels must lie in 0..{num_classes - 1} (num_classes={num_classes}), got values from "
+                         f"{int(labels.min())} to {int(labels.max())}")

@@ -77,7 +77,3 @@ class EMA:
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["module"])
         self.decay, self.warmup, self.num_updates = state["decay"], state["warmup"], state["num_updates"]
-
-    def effective_window(self) -> float:
-        """Roughly how many recent steps the average spans: 1 / (1 - decay) once warmed up."""
-        return 1.0 / (1.0 - self.decay) if self.decay > 0 else 1.0

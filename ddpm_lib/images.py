@@ -28,7 +28,8 @@ def make_grid(images: Tensor, nrow: int | None = None, pad: int = 2, upscale: in
     grid = np.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), 128, dtype=np.uint8)
     for i in range(n):
         r, col = divmod(i, nrow)
-        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = pixels[i]
+        top, left = pad + r * (h + pad), pad + col * (w + pad)
+        grid[:, top:top + h, left:left + w] = pixels[i]
     grid = grid[0] if c == 1 else grid.transpose(1, 2, 0)
     if upscale > 1:
         grid = grid.repeat(upscale, axis=0).repeat(upscale, axis=1)

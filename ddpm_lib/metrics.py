@@ -14,6 +14,7 @@ row, so no digit is compared with itself and none was seen by the diffusion mode
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -46,20 +47,19 @@ class MnistClassifier(nn.Module):
         return self.classify(self.features(x))
 
 
-_loaded: dict[str, MnistClassifier] = {}
-
-
 def load_classifier(path: str | Path = CLASSIFIER) -> MnistClassifier:
     """The shipped classifier (trained by scripts/train_classifier.py), in eval mode, on the CPU."""
-    key = str(path)
-    if key not in _loaded:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"classifier weights {path} are missing; run scripts/train_classifier.py")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model = MnistClassifier()
-        model.load_state_dict(state["model"])
-        _loaded[key] = model.eval()
-    return _loaded[key]
+    return _load_classifier(str(path))
+
+
+@functools.cache
+def _load_classifier(path: str) -> MnistClassifier:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"classifier weights {path} are missing; run scripts/train_classifier.py")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = MnistClassifier()
+    model.load_state_dict(state["model"])
+    return model.eval()
 
 
 @torch.no_grad()
@@ -108,14 +108,10 @@ def reference_split() -> tuple[Tensor, Tensor]:
     return held[order[256:]], held[order[:256]]
 
 
-_reference_feats: Tensor | None = None
-
-
+@functools.cache
 def reference_features() -> Tensor:
-    global _reference_feats
-    if _reference_feats is None:
-        _reference_feats = classifier_outputs(reference_split()[0])[1]
-    return _reference_feats
+    """The classifier's features (744, 64) of the reference digits (computed once per process)."""
+    return classifier_outputs(reference_split()[0])[1]
 
 
 def sample_quality(images: Tensor, *, threshold: float = 0.9) -> dict:
@@ -141,8 +137,9 @@ def blur(images: Tensor, sigma: float = 1.0) -> Tensor:
     k = torch.exp(-x ** 2 / (2 * sigma ** 2))
     k = k / k.sum()
     c = images.shape[1]
-    out = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    along_w, along_h = k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+    out = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="replicate"), along_w, groups=c)
+    out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), along_h, groups=c)
     return out
 
 

@@ -23,7 +23,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-VARIANCES = ("beta", "posterior")
+VARIANCES = ("beta", "posterior")                                          # see model_variance
+SCHEDULES = ("linear", "cosine")                                           # see from_name
 
 
 def linear_betas(T: int, beta_start: float, beta_end: float) -> Tensor:
@@ -102,10 +103,9 @@ class NoiseSchedule:
     @classmethod
     def from_name(cls, name: str, T: int = 1000) -> "NoiseSchedule":
         """``"linear"`` or ``"cosine"`` with their default parameters and ``T`` steps."""
-        makers: dict[str, Callable[..., NoiseSchedule]] = {"linear": cls.linear, "cosine": cls.cosine}
-        if name not in makers:
-            raise ValueError(f"unknown noise schedule {name!r}; choose one of {sorted(makers)}")
-        return makers[name](T=T)
+        if name not in SCHEDULES:
+            raise ValueError(f"unknown noise schedule {name!r}; choose one of {list(SCHEDULES)}")
+        return getattr(cls, name)(T=T)
 
     def to_config(self) -> dict:
         """A plain dict that :meth:`from_config` turns back into this schedule (saved in checkpoints)."""

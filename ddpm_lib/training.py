@@ -1,27 +1,23 @@
-"""Training: the run's settings (one dataclass, readable from YAML) and the Trainer that runs them.
-
-The loop is Ho et al.'s Algorithm 1 with the usual engineering around it:
+"""The Trainer: Ho et al.'s Algorithm 1 with the engineering a real run needs.
 
     repeat:  x_0 ~ data,  t ~ Uniform(0..T-1),  eps ~ N(0, I)
              take a gradient step on || eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t) ||^2
              update the EMA copy of the weights
 
 AdamW with linear warm-up (and an optional linear decay at the end), gradient clipping, a non-finite-loss
-guard, bf16 autocast and channels_last on CUDA, optional torch.compile, DistributedDataParallel under
-torchrun, tqdm progress, a CSV log of every step, and atomic checkpoints from which a killed run continues
-exactly.
+guard, autocast on CUDA (bf16, or fp16 with a gradient scaler), channels_last, optional torch.compile,
+DistributedDataParallel under torchrun, label dropout for class-conditional models, tqdm progress, a CSV
+log of every step, and atomic checkpoints from which a killed run continues exactly. The run's settings
+are a :class:`~ddpm_lib.config.RunConfig`; the device and precision come from :mod:`ddpm_lib.device`.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -29,148 +25,19 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt_io
-from .data import DATASETS, fingerprint, load_dataset
+from .config import RunConfig, check_same_run, resume_config
+from .data import check_images, check_labels, fingerprint, load_dataset
+from .device import DistInfo, autocast_dtype, resolve_device
 from .ema import EMA, unwrap
 from .losses import ddpm_loss
 from .schedule import NoiseSchedule
-from .unet import PRESETS, UNet
+from .unet import UNet
 
 LOG_FIELDS = ("step", "loss", "grad_norm", "lr", "ema_decay", "skipped", "img_per_s", "elapsed_s")
-# Settings that must not change when a run is resumed: changing them would make it another run.
-RESUME_FIXED = ("dataset", "preset", "num_classes", "label_dropout", "schedule", "timesteps", "batch_size", "lr", "warmup_steps",
-                "weight_decay", "grad_clip", "ema_decay", "seed")
 
 
-@dataclass
-class RunConfig:
-    """Every setting of a training run. Saved in each checkpoint; readable from a YAML file."""
-
-    dataset: str = "mnist-sample"          # one of ddpm_lib.data.DATASETS
-    data_root: str | None = None           # folder for torchvision data sets (default: $DDPM_DATA)
-    preset: str = "tiny"                   # UNet preset (ddpm_lib.unet.PRESETS)
-    num_classes: int | None = None         # K: train a class-conditional model on the data set's labels
-    label_dropout: float = 0.1             # share of labels replaced by "no label" (classifier-free guidance)
-    init_from: str | None = None           # start from the weights of this checkpoint or weights file
-    schedule: str = "linear"               # "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal)
-    timesteps: int = 1000                  # T
-    steps: int = 10_000                    # optimizer steps to reach
-    batch_size: int = 64                   # images per step (all processes together under torchrun)
-    lr: float = 2e-4                       # AdamW learning rate after warm-up (Ho et al.: 2e-4)
-    warmup_steps: int = 200                # linear learning-rate warm-up (Ho et al.: 5000 on CIFAR-10)
-    lr_decay_steps: int = 0                # linear decay of the learning rate to 0 over the last N steps
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0                 # max global gradient norm (Ho et al.: 1.0)
-    ema_decay: float = 0.999               # EMA decay, with warm-up (Ho et al.: 0.9999 over 800k steps)
-    seed: int = 0
-    checkpoint_every: int = 1000           # steps between checkpoints (and one at the end)
-    log_every: int = 50                    # steps between flushes of the CSV log
-    out: str = "runs/ddpm"                 # folder for last.pt and log.csv
-    device: str = "auto"                   # "auto", "cpu", "cuda" or "cuda:N"
-    bf16: bool = True                      # bf16 autocast on CUDA (the loss stays float32); ignored on CPU
-    channels_last: bool = True             # NHWC memory format (faster convolutions on CPU and GPU)
-    compile: bool = False                  # torch.compile the model (CUDA; minutes of compile on CPU)
-    max_bad_steps: int = 10                # stop after this many non-finite losses in a row
-    progress: bool = True                  # tqdm progress bar
-
-    def validate(self) -> "RunConfig":
-        """Raise ValueError naming the first setting that is out of range."""
-        checks = [
-            (self.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}"),
-            (self.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}"),
-            (self.num_classes is None or (_is_int(self.num_classes) and self.num_classes >= 1),
-             f"num-classes must be an integer >= 1, got {self.num_classes!r}"),
-            (_is_num(self.label_dropout) and 0 <= self.label_dropout <= 1,
-             f"label-dropout must lie in [0, 1], got {self.label_dropout!r}"),
-            (self.init_from is None or (isinstance(self.init_from, str) and self.init_from != ""),
-             f"init-from must be a checkpoint path, got {self.init_from!r}"),
-            (self.schedule in ("linear", "cosine"), f"schedule must be 'linear' or 'cosine', got {self.schedule!r}"),
-            (_is_int(self.timesteps) and self.timesteps >= 2, f"timesteps must be an integer >= 2, got {self.timesteps!r}"),
-            (_is_int(self.steps) and self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}"),
-            (_is_int(self.batch_size) and self.batch_size >= 1, f"batch-size must be an integer >= 1, got {self.batch_size!r}"),
-            (_is_num(self.lr) and self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr!r}"),
-            (_is_int(self.warmup_steps) and self.warmup_steps >= 0, f"warmup-steps must be an integer >= 0, got {self.warmup_steps!r}"),
-            (_is_int(self.lr_decay_steps) and 0 <= self.lr_decay_steps <= (self.steps if _is_int(self.steps) else 0),
-             f"lr-decay-steps must be an integer from 0 to steps ({self.steps!r}), got {self.lr_decay_steps!r}"),
-            (_is_num(self.weight_decay) and self.weight_decay >= 0, f"weight-decay must be >= 0, got {self.weight_decay!r}"),
-            (_is_num(self.grad_clip) and self.grad_clip > 0, f"grad-clip must be > 0, got {self.grad_clip!r}"),
-            (_is_num(self.ema_decay) and 0 <= self.ema_decay < 1, f"ema-decay must lie in [0, 1), got {self.ema_decay!r}"),
-            (_is_int(self.seed) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}"),
-            (_is_int(self.checkpoint_every) and self.checkpoint_every >= 1,
-             f"checkpoint-every must be an integer >= 1, got {self.checkpoint_every!r}"),
-            (_is_int(self.log_every) and self.log_every >= 1, f"log-every must be an integer >= 1, got {self.log_every!r}"),
-            (_is_int(self.max_bad_steps) and self.max_bad_steps >= 1, f"max-bad-steps must be >= 1, got {self.max_bad_steps!r}"),
-            (isinstance(self.out, str) and self.out != "", "out must be a folder path"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        resolve_device(self.device)
-        return self
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown setting(s) {', '.join(unknown)}; valid ones: {', '.join(sorted(names))}")
-        return cls(**values)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "RunConfig":
-        """Read settings from a YAML mapping (keys are the field names, e.g. ``batch_size: 128``)."""
-        return cls.from_dict(read_yaml_settings(path))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def read_yaml_settings(path: str | Path) -> dict[str, Any]:
-    """The settings of a YAML file as a dict, after checking every key is a RunConfig field."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"config file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"config file {path} is not valid YAML ({str(err).splitlines()[0]})") from None
-    values = {} if values is None else values
-    if not isinstance(values, dict):
-        raise ValueError(f"config file {path} must hold a mapping of settings, not {type(values).__name__}")
-    RunConfig.from_dict(values)                                            # names every unknown key
-    return values
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu; a clear ValueError for devices that are not there."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but no CUDA GPU is available here; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
-    return device
-
-
-def _native_bf16() -> bool:
-    """True when the current CUDA GPU has bf16 tensor cores (Ampere or newer), not just emulation."""
-    try:
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:                                                      # torch < 2.5 has no such argument
-        return torch.cuda.get_device_capability()[0] >= 8
+class TrainingDiverged(RuntimeError):
+    """The loss was not finite for too many steps in a row."""
 
 
 def lr_factor(step: int, config: RunConfig) -> float:
@@ -188,42 +55,63 @@ def lr_factor(step: int, config: RunConfig) -> float:
     return factor
 
 
-def check_resumable(ckpt: dict, config: RunConfig) -> None:
-    """Raise CheckpointError unless ``ckpt`` is a training checkpoint of the run ``config`` describes.
+def drop_labels(labels: Tensor, p: float, num_classes: int, generator: torch.Generator | None = None) -> Tensor:
+    """Replace each label by the "no label" token ``num_classes`` with probability ``p`` (Ho & Salimans 2022).
 
-    The settings in RESUME_FIXED must agree: changing them would make the continued run another run.
-    Cheap: call it before loading any data.
+    Training on both labelled and unlabelled images makes one network both the conditional and the
+    unconditional model that classifier-free guidance combines. labels: (B,) -> (B,).
     """
-    name = ckpt.get("path", "the checkpoint")
-    if ckpt.get("kind") != "train":
-        raise ckpt_io.CheckpointError(f"{name} holds weights only and cannot be resumed from")
-    saved = ckpt["config"]
-    diffs = [f"{k}={saved.get(k)!r} (now {getattr(config, k)!r})"
-             for k in RESUME_FIXED if saved.get(k) != getattr(config, k)]
-    if diffs:
-        raise ckpt_io.CheckpointError(f"{name} belongs to another run: {'; '.join(diffs)}")
+    keep = torch.rand(labels.shape, device=labels.device, generator=generator) >= p
+    return torch.where(keep, labels, num_classes)
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss was not finite for too many steps in a row."""
+class CsvLog:
+    """OUT/log.csv: one row per optimizer step, appended in batches, cut back to a checkpoint on resume."""
 
+    def __init__(self, path: Path, fields: tuple[str, ...] = LOG_FIELDS):
+        self.path = Path(path)
+        self.fields = fields
 
-@dataclass
-class DistInfo:
-    """Where this process sits in a torchrun job (world_size 1 when run alone)."""
+    def append(self, rows: list[dict]) -> None:
+        """Append rows, writing the header first when the file is new or empty."""
+        if not rows:
+            return
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
 
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
+    def truncate(self, step: int) -> int:
+        """Keep the well-formed rows up to ``step`` (a killed run may have logged past its checkpoint).
 
-    @classmethod
-    def from_env(cls) -> "DistInfo":
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
-                   int(os.environ.get("WORLD_SIZE", 1)))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+        Rows that cannot be read (a cut-off last line, a file that lost its header) are dropped; the file is
+        rewritten atomically with a header. Returns how many rows were dropped.
+        """
+        if not self.path.exists():
+            return 0
+        kept, dropped = [], 0
+        with open(self.path, newline="") as f:
+            lines = [line for line in csv.reader(f)]
+        if lines and lines[0] == list(self.fields):
+            lines = lines[1:]
+        for line in lines:
+            row = dict(zip(self.fields, line))
+            try:
+                ok = len(line) == len(self.fields) and int(row["step"]) <= step
+                float(row["loss"])
+            except ValueError:
+                ok = False
+            kept.append(row) if ok else None
+            dropped += not ok
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, self.path)
+        return dropped
 
 
 class Trainer:
@@ -240,7 +128,7 @@ class Trainer:
         self.dist = DistInfo.from_env()
         self.device = resolve_device(config.device)
         if self.dist.world_size > 1:
-            self._init_distributed()
+            self.device = self.dist.init(self.device)
         if config.batch_size % self.dist.world_size:
             raise ValueError(f"batch-size {config.batch_size} is not divisible by {self.dist.world_size} processes")
         self.local_batch = config.batch_size // self.dist.world_size
@@ -250,8 +138,8 @@ class Trainer:
         if config.num_classes is not None:
             if labels is None:
                 raise ValueError("a conditional model (num_classes) needs labels: pass labels= with data=")
-            _check_labels(labels, data.shape[0], config.num_classes)
-        _check_images(data)
+            check_labels(labels, data.shape[0], config.num_classes)
+        check_images(data)
         self.data_hash = fingerprint(data)
         self.data = data[self.dist.rank::self.dist.world_size].to(self.device)   # this process's shard
         self.labels = (labels[self.dist.rank::self.dist.world_size].to(self.device)
@@ -263,17 +151,17 @@ class Trainer:
             extra = {"num_classes": config.num_classes} if config.num_classes is not None else {}
             model = UNet.from_preset(config.preset, in_channels=data.shape[1], **extra)
             if config.init_from:
-                _init_weights(model, config.init_from)
+                init_weights(model, config.init_from)
         if getattr(model, "num_classes", None) != config.num_classes:
             raise ValueError(f"the model has num_classes={getattr(model, 'num_classes', None)} but the run asks "
                              f"for {config.num_classes}")
         if getattr(model, "in_channels", data.shape[1]) != data.shape[1]:
             raise ValueError(f"the model takes {model.in_channels} channel(s) but the data has {data.shape[1]}")
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        # bf16 autocast for the model's forward and backward; the loss is always computed in float32.
-        # On by default on CUDA GPUs with bf16 units (Ampere and newer; not a T4, which then trains in
-        # float32) and off on CPUs, which mostly lack them; tests switch it on for the CPU.
-        self.amp = config.bf16 and self.device.type == "cuda" and _native_bf16()
+        # Autocast for the model's forward and backward (the loss is always computed in float32): bf16 on
+        # GPUs with bf16 units, fp16 with a gradient scaler on those without (T4, V100), none on CPUs.
+        self.amp_dtype = autocast_dtype(config.precision, self.device)
+        self.scaler = (torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None)
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.ema = EMA(self.model, decay=config.ema_decay)
         # Fused AdamW: one kernel for all parameters, and it can skip a step on the device (found_inf).
@@ -294,22 +182,25 @@ class Trainer:
         if config.compile:
             self.train_model = torch.compile(self.train_model)
         self.out = Path(config.out)
+        self.log = CsvLog(self.out / "log.csv")
         self._log_buffer: list[dict] = []                                  # numbers, not yet in log.csv
         self._pending: list[dict] = []                                     # rows still holding device tensors
         self._started_at = self._collected_at = time.perf_counter()
 
     # ------------------------------------------------------------------ one step
     def _autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                              enabled=self.amp_dtype is not None)
 
     def train_step(self) -> dict:
         """One optimizer step on a fresh batch, entirely on the device: the host never waits for it.
 
         A step whose loss or gradient norm is not finite changes nothing: fused AdamW skips its update on
-        the device (its ``found_inf`` input, the mechanism of torch's GradScaler) and the EMA update is
-        weighted by 0. The returned row keeps its numbers as device tensors; :meth:`collect` turns the
-        pending rows into numbers with one synchronisation, counts skipped steps and stops a run after
-        ``max_bad_steps`` non-finite steps in a row.
+        the device (its ``found_inf`` input, set by us, or by torch's GradScaler under fp16) and the EMA
+        update is weighted by 0. Under fp16 a gradient that overflows is the scaler's normal way of finding
+        its scale, so only a non-finite *loss* counts towards ``max_bad_steps`` there. The returned row
+        keeps its numbers as device tensors; :meth:`collect` turns the pending rows into numbers with one
+        synchronisation, counts skipped steps and stops a run after ``max_bad_steps`` bad steps in a row.
         """
         self.train_model.train()
         g = self.generator
@@ -319,19 +210,28 @@ class Trainer:
         noise = torch.randn(x0.shape, device=self.device, generator=g).contiguous(memory_format=self.memory_format)
         y = None
         if self.labels is not None:                                        # conditional: drop some labels
-            keep = torch.rand(self.local_batch, device=self.device, generator=g) >= self.config.label_dropout
-            y = torch.where(keep, self.labels[idx], self.config.num_classes)   # (B,) K = "no label"
+            y = drop_labels(self.labels[idx], self.config.label_dropout, self.config.num_classes, g)   # (B,)
         with self._autocast():
             loss = ddpm_loss(self.train_model, self.schedule, x0, t=t, noise=noise, y=y)   # float32 scalar
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)                           # clip the true gradients
+        else:
+            loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         # Gradients are all-reduced across processes, so every process reaches the same verdict.
-        finite = torch.isfinite(grad_norm) & torch.isfinite(loss.detach())   # () bool, on the device
+        loss_finite = torch.isfinite(loss.detach())
+        finite = torch.isfinite(grad_norm) & loss_finite                   # () bool, on the device
+        bad = ~loss_finite if self.scaler is not None else ~finite
         lr = self.optimizer.param_groups[0]["lr"]
         decay = self.ema.current_decay()
-        self.optimizer.found_inf = (~finite).float()                       # 1.0: the fused kernel skips
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)                               # skips the update on inf/NaN
+            self.scaler.update()
+        else:
+            self.optimizer.found_inf = (~finite).float()                   # 1.0: the fused kernel skips
+            self.optimizer.step()
         self.ema.update(self.model, weight=finite)
         self.scheduler.step()
         self.step += 1
@@ -339,8 +239,8 @@ class Trainer:
         if self.dist.world_size > 1:                                       # log the mean over processes
             dist.all_reduce(loss_value)
             loss_value = loss_value / self.dist.world_size
-        row = {"step": self.step, "loss": loss_value, "grad_norm": grad_norm.detach(), "finite": finite, "lr": lr,
-               "ema_decay": decay, "time": time.perf_counter()}
+        row = {"step": self.step, "loss": loss_value, "grad_norm": grad_norm.detach(), "finite": finite, "bad": bad,
+               "lr": lr, "ema_decay": decay, "time": time.perf_counter()}
         self._pending.append(row)
         return row
 
@@ -354,20 +254,18 @@ class Trainer:
         if not self._pending:
             return []
         rows, self._pending = self._pending, []
-        numbers = torch.stack([torch.stack([r["loss"].float(), r["grad_norm"].float(), r["finite"].float()])
-                               for r in rows]).tolist()                    # the one sync
+        numbers = torch.stack([torch.stack([r["loss"].float(), r["grad_norm"].float(), r["finite"].float(),
+                                            r["bad"].float()]) for r in rows]).tolist()   # the one sync
         now = time.perf_counter()
         rate = round(self.config.batch_size * len(rows) / max(now - self._collected_at, 1e-9), 2)
         self._collected_at = now
         out = []
-        for r, (loss, norm, ok) in zip(rows, numbers):
-            if ok:
-                self._bad_in_a_row = 0
-            else:
-                self.skipped_steps += 1
-                self._bad_in_a_row += 1
+        for r, (loss, norm, ok, bad) in zip(rows, numbers):
+            self.skipped_steps += not ok
+            self._bad_in_a_row = self._bad_in_a_row + 1 if bad else 0
             out.append({"step": r["step"], "loss": loss, "grad_norm": norm, "lr": r["lr"], "ema_decay": r["ema_decay"],
-                        "skipped": self.skipped_steps, "img_per_s": rate, "elapsed_s": round(r["time"] - self._started_at, 3)})
+                        "skipped": self.skipped_steps, "img_per_s": rate,
+                        "elapsed_s": round(r["time"] - self._started_at, 3)})
             if self._bad_in_a_row >= self.config.max_bad_steps:
                 self._log_buffer.extend(out)
                 self.flush_log()
@@ -415,13 +313,7 @@ class Trainer:
         if not self.dist.is_main or not self._log_buffer:
             self._log_buffer.clear()
             return
-        path = self.out / "log.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerows(self._log_buffer)
+        self.log.append(self._log_buffer)
         self._log_buffer.clear()
 
     def state(self) -> dict:
@@ -438,6 +330,7 @@ class Trainer:
                 "schedule": self.schedule.to_config(), "model": unwrap(self.model).state_dict(),
                 "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": rngs, "data_hash": self.data_hash,
+                **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
                 "skipped_steps": self.skipped_steps, "world_size": self.dist.world_size,
                 "torch_version": str(torch.__version__)}
 
@@ -457,7 +350,7 @@ class Trainer:
 
     def load_state(self, ckpt: dict) -> None:
         """Continue from a training checkpoint, after checking it belongs to this run."""
-        check_resumable(ckpt, self.config)
+        check_same_run(ckpt, self.config)
         name = ckpt.get("path", "the checkpoint")
         if ckpt.get("data_hash") != self.data_hash:
             raise ckpt_io.CheckpointError(f"{name} was trained on other data than {self.config.dataset!r} here "
@@ -469,6 +362,8 @@ class Trainer:
         self.ema.load_state_dict(ckpt["ema"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
         self.skipped_steps = int(ckpt.get("skipped_steps", 0))
         rng = ckpt["rng"][self.dist.rank]
@@ -480,27 +375,22 @@ class Trainer:
 
     def _truncate_log(self) -> None:
         """Drop log rows written after the checkpoint (by a run that was killed before its next one)."""
-        path = self.out / "log.csv"
-        if not self.dist.is_main or not path.exists():
-            return
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
+        if self.dist.is_main:
+            self.dropped_log_rows = self.log.truncate(self.step)
 
     @classmethod
-    def resume(cls, path: str | Path, config: RunConfig | None = None, **kwargs) -> "Trainer":
-        """A Trainer continuing the run saved at ``path``; ``config`` may raise ``steps`` or change ``out``."""
-        ckpt = ckpt_io.load_checkpoint(path)
-        if config is None:
-            if ckpt.get("kind") != "train":
-                raise ckpt_io.CheckpointError(f"{path} holds weights only and cannot be resumed from")
-            config = RunConfig.from_dict(ckpt["config"])
-        trainer = cls(config, **kwargs)
+    def resume(cls, checkpoint: str | Path | dict, overrides: dict | None = None, **kwargs) -> "Trainer":
+        """A Trainer continuing the run saved in ``checkpoint`` (a path or a loaded checkpoint).
+
+        ``overrides`` may change what does not make it another run (``steps``, ``out``, ``lr_decay_steps``,
+        ...; see :func:`~ddpm_lib.config.resume_config`, which refuses the rest before any data is loaded).
+        ``kwargs`` go to the constructor (``data=``, ``labels=``, ``model=``).
+        """
+        ckpt = checkpoint if isinstance(checkpoint, dict) else ckpt_io.load_checkpoint(checkpoint)
+        config = resume_config(ckpt, overrides)
+        # The weights come from the checkpoint: the run's init_from (kept in its settings) is not read again.
+        trainer = cls(dataclasses.replace(config, init_from=None), **kwargs)
+        trainer.config = config
         trainer.load_state(ckpt)
         return trainer
 
@@ -513,26 +403,18 @@ class Trainer:
             raise RuntimeError(f"the processes' weights differ at step {self.step} (checksums "
                                f"{[float(s) for s in sums]}); the last checkpoint was not overwritten")
 
-    def _init_distributed(self) -> None:
-        if not dist.is_initialized():
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
-            dist.init_process_group(backend)
-        if self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
-            torch.cuda.set_device(self.device)
 
-
-def _init_weights(model: UNet, path: str) -> None:
-    """Load the weights of a checkpoint or weights file (its EMA weights) into a new model.
+def init_weights(model: UNet, path: str) -> None:
+    """Load the (EMA) weights of a checkpoint, weights file or shipped model's name into a new model.
 
     The architectures must match, except that a conditional model may start from an unconditional one:
     its label embedding then keeps its zero initialisation, so it starts as that model.
     """
     ckpt = ckpt_io.load_checkpoint(path)
     state = ckpt["ema"]["module"] if isinstance(ckpt.get("ema"), dict) and "module" in ckpt["ema"] else ckpt["ema"]
-    saved = {k: v for k, v in ckpt["model_config"].items() if k != "num_classes"}
+    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["model_config"].items() if k != "num_classes"}
     mine = {k: v for k, v in model.config.items() if k != "num_classes"}
-    if {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()} != mine:
+    if saved != mine:
         raise ckpt_io.CheckpointError(f"{ckpt['path']} holds another architecture ({saved}) than this run's ({mine})")
     if ckpt["model_config"].get("num_classes") not in (None, model.num_classes):
         raise ckpt_io.CheckpointError(f"{ckpt['path']} has num_classes={ckpt['model_config']['num_classes']}, "
@@ -541,27 +423,3 @@ def _init_weights(model: UNet, path: str) -> None:
     if unexpected or any(not k.startswith("label_embed.") for k in missing):
         raise ckpt_io.CheckpointError(f"{ckpt['path']}: weights do not fit the model "
                                       f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-
-
-def _check_labels(labels: Tensor, n: int, num_classes: int) -> None:
-    if not isinstance(labels, Tensor) or labels.shape != (n,) or labels.is_floating_point():
-        raise ValueError(f"labels must be an integer tensor of shape ({n},), got "
-                         f"{tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__}")
-    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-        raise ValueError(f"labels must lie in 0..{num_classes - 1} (num_classes={num_classes}), got values from "
-                         f"{int(labels.min())} to {int(labels.max())}")
-
-
-def _check_images(data: Tensor) -> None:
-    if not isinstance(data, Tensor) or data.dim() != 4 or data.shape[0] < 1:
-        raise ValueError(f"training data must be a tensor of images (N, C, H, W), got "
-                         f"{tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__}")
-    if not data.is_floating_point():
-        raise ValueError(f"training data must be float images in [-1, 1], got dtype {data.dtype}")
-    if not bool(torch.isfinite(data).all()):
-        raise ValueError("training data contains NaN or infinite values")
-    lo, hi = float(data.min()), float(data.max())
-    if lo < -1.0001 or hi > 1.0001:
-        raise ValueError(f"training data must lie in [-1, 1], got values from {lo:.3g} to {hi:.3g} "
-                         "(scale images with ddpm_lib.data.to_model_range)")
-

@@ -29,11 +29,10 @@ from torch import Tensor
 
 from .images import make_grid
 from .sampling import Trajectory, ddpm_sample
-from .schedule import NoiseSchedule
+from .schedule import VARIANCES, NoiseSchedule
 
 PIXELATED = "image-rendering: pixelated; image-rendering: crisp-edges;"
 GRAY_LEVELS = 16                                                           # grey levels of a saved frame
-VARIANCES = ("beta", "posterior")                                          # see NoiseSchedule.model_variance
 
 
 def _widgets():
@@ -179,7 +178,8 @@ def forward_process_viewer(x0: Tensor, schedules: NoiseSchedule | Mapping[str, N
         rows.insert(1, toggle)
     box = w.VBox(rows)
     box.add_class("ddpm-forward-viewer")
-    box.slider, box.play, box.toggle, box.stacks, box.labels, box.steps = slider, play, toggle, stacks, label_stacks, all_steps[0]
+    box.slider, box.play, box.toggle, box.stacks = slider, play, toggle, stacks
+    box.labels, box.steps = label_stacks, all_steps[0]
     return box
 
 

@@ -28,14 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from ddpm_lib.checkpoint import SHIPPED, export_weights, load_checkpoint, model_from_checkpoint
+from ddpm_lib.data import load_dataset, to_model_range
+from ddpm_lib.images import save_grid
+from ddpm_lib.losses import bits_per_dim
+from ddpm_lib.metrics import add_noise, blur, reference_split, sample_quality
 
-from ddpm_lib.checkpoint import SHIPPED, export_weights, load_checkpoint, model_from_checkpoint  # noqa: E402
-from ddpm_lib.data import load_dataset, to_model_range  # noqa: E402
-from ddpm_lib.images import save_grid  # noqa: E402
-from ddpm_lib.losses import bits_per_dim  # noqa: E402
-from ddpm_lib.metrics import add_noise, blur, reference_split, sample_quality  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 ASSETS = ROOT / "ddpm_lib" / "assets"
 
@@ -50,7 +49,8 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def cli_sample(checkpoint: Path | None, out: Path, n: int, steps: int | None, seed: int = 0) -> tuple[np.ndarray, float]:
+def cli_sample(checkpoint: Path | None, out: Path, n: int, steps: int | None,
+               seed: int = 0) -> tuple[np.ndarray, float]:
     """Run `python -m ddpm_lib sample` as a reader would; returns the images and the wall time."""
     cmd = [sys.executable, "-m", "ddpm_lib", "sample", "--n", str(n), "--seed", str(seed), "--out", str(out),
            "--no-progress"]

@@ -40,6 +40,7 @@ def test_train_then_sample_end_to_end(trained, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     again = run("sample", "--checkpoint", trained / "last.pt", "--n", 5, "--steps", 8, "--seed", 3,
                 "--out", tmp_path / "s2", "--device", "cpu", "--weights", "model", "--no-progress")
+    assert again.returncode == 0, again.stderr
     with np.load(tmp_path / "s2" / "samples.npz") as f:
         assert np.array_equal(f["images"], images)                         # same seed, same images
 

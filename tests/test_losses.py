@@ -113,7 +113,8 @@ def test_stratified_bits_per_dim_is_unbiased():
     # a model off the truth by a fixed amount, so every term is large and depends strongly on t
     model = lambda x, t: torch.full_like(x, 0.3)
     gen = torch.Generator().manual_seed(1)
-    exact = torch.stack([bits_per_dim(model, s, x0.expand(64, 1, 2, 2), generator=gen)["bpd"].mean() for _ in range(20)]).mean()
+    exact = torch.stack([bits_per_dim(model, s, x0.expand(64, 1, 2, 2), generator=gen)["bpd"].mean()
+                         for _ in range(20)]).mean()
     estimates = []
     for _ in range(300):
         out = bits_per_dim(model, s, x0.expand(8, 1, 2, 2), timesteps=6, generator=gen)

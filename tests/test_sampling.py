@@ -92,3 +92,40 @@ def test_respaced_sampling_and_errors(small_model):
         ddpm_sample(small_model, s, (1, 1, 32, 32), seed=0, variance="learned")
     with pytest.raises(ValueError, match="steps"):
         ddpm_sample(small_model, s, (1, 1, 32, 32), seed=0, steps=101)
+
+
+class ToyConditional(torch.nn.Module):
+    """eps(x, t, y) = 0.1 x + 0.01 y (a known function of the label, so guidance can be checked by hand)."""
+
+    num_classes = 10
+
+    def forward(self, x, t, y=None):
+        y = torch.full((x.shape[0],), self.num_classes) if y is None else y
+        return 0.1 * x + 0.01 * y.float().view(-1, 1, 1, 1)
+
+
+def test_guidance_combines_conditional_and_unconditional_predictions():
+    from ddpm_lib import guided
+
+    model, x, t = ToyConditional(), torch.randn(4, 1, 8, 8), torch.tensor([1, 2, 3, 4])
+    y = torch.tensor([0, 3, 7, 9])
+    for w in (0.0, 1.0, 2.5, -1.0):
+        cond, uncond = model(x, t, y), model(x, t, torch.full((4,), 10))
+        by_hand = uncond + w * (cond - uncond)
+        assert torch.allclose(guided(model, y, w)(x, t), by_hand, atol=1e-6)
+    assert guided(model, None, 3.0) is model
+
+
+def test_guided_sampling_checks_its_labels():
+    model = ToyConditional()
+    s = NoiseSchedule.linear(T=20)
+    a = ddpm_sample(model, s, (3, 1, 8, 8), seed=0, labels=4, guidance=2.0)
+    b = ddpm_sample(model, s, (3, 1, 8, 8), seed=0, labels=torch.tensor([4, 4, 4]), guidance=2.0)
+    assert torch.equal(a, b)                                                # one int stands for every image
+    c = ddpm_sample(model, s, (3, 1, 8, 8), seed=0, labels=torch.tensor([4, 4, 4]), guidance=2.0, chunk_size=1)
+    assert torch.allclose(a, c, atol=1e-6)                                  # labels follow the chunks
+    for labels, message in [(10, "0..9"), (-1, "0..9"), (torch.tensor([1, 2]), "shape"), (1.5, "integers")]:
+        with pytest.raises(ValueError, match=message):
+            ddpm_sample(model, s, (3, 1, 8, 8), seed=0, labels=labels)
+    with pytest.raises(ValueError, match="unconditional"):
+        ddpm_sample(lambda x, t: x, s, (3, 1, 8, 8), seed=0, labels=1)

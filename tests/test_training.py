@@ -102,7 +102,8 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path, digits):
         assert torch.equal(a, b), name
     for a, b in zip(trainer.ema.module.parameters(), again.ema.module.parameters()):
         assert torch.equal(a, b)
-    assert again.optimizer.state_dict()["state"][0]["exp_avg"].equal(trainer.optimizer.state_dict()["state"][0]["exp_avg"])
+    exp_avg = [tr.optimizer.state_dict()["state"][0]["exp_avg"] for tr in (again, trainer)]
+    assert exp_avg[0].equal(exp_avg[1])
     assert again.scheduler.state_dict() == trainer.scheduler.state_dict()
     with pytest.warns(UserWarning, match="only 6 updates"):
         model, schedule = model_from_checkpoint(ckpt)
@@ -168,3 +169,28 @@ def test_trainer_rejects_bad_data(tmp_path):
         Trainer(tiny_config(tmp_path), data=torch.zeros(8, 32, 32))
     with pytest.raises(ValueError, match="channel"):
         Trainer(tiny_config(tmp_path), data=torch.zeros(8, 3, 32, 32), model=UNet(1))
+
+
+def test_conditional_run_starts_from_an_unconditional_one_and_resumes_exactly(tmp_path):
+    from ddpm_lib import load_dataset
+
+    data, labels = load_dataset("mnist-sample", with_labels=True)
+    data, labels = data[:64], labels[:64]
+    plain = Trainer(tiny_config(tmp_path, steps=3, out=str(tmp_path / "plain")), data=data)
+    plain.train()
+    cond_cfg = dict(num_classes=10, label_dropout=0.5, init_from=str(tmp_path / "plain" / "last.pt"))
+    fresh = Trainer(tiny_config(tmp_path, steps=6, out=str(tmp_path / "c"), **cond_cfg), data=data, labels=labels)
+    start = {k: v for k, v in fresh.model.state_dict().items() if not k.startswith("label_embed")}
+    assert all(torch.equal(v, plain.ema.module.state_dict()[k]) for k, v in start.items())   # the EMA weights
+    assert (fresh.model.label_embed.weight == 0).all()
+    losses = [r["loss"] for r in fresh.train()]
+    assert fresh.model.label_embed.weight.abs().sum() > 0                 # the labels were learned from
+    half = Trainer(tiny_config(tmp_path, steps=3, out=str(tmp_path / "h"), **cond_cfg), data=data, labels=labels)
+    half.train()
+    rest = Trainer.resume(tmp_path / "h" / "last.pt", {"steps": 6}, data=data, labels=labels)
+    assert [r["loss"] for r in rest.train()] == losses[3:]
+    with pytest.raises(ValueError, match="needs labels"):
+        Trainer(tiny_config(tmp_path, num_classes=10), data=data)
+    with pytest.raises(CheckpointError, match="another architecture"):
+        Trainer(tiny_config(tmp_path, preset="small", num_classes=10, init_from=str(tmp_path / "plain" / "last.pt")),
+                data=data, labels=labels)

@@ -227,7 +227,7 @@ def test_reverse_viewer_from_trajectories():
             assert np.abs(picture[:, :left.shape[1]].astype(int) - left.astype(int)).max() <= 9
             assert np.abs(picture[:, -right.shape[1]:].astype(int) - right.astype(int)).max() <= 9
             assert (picture[:, left.shape[1]:left.shape[1] + 8] == 255).all()   # the white gap
-        assert [text(l) for l in labels.children] == [
+        assert [text(label) for label in labels.children] == [
             f"{name}: step t = {s + 1} of 10 — left: x_t, right: predicted x_0" for s in traj.steps]
     assert linked(box.play, "value", box.slider, "value")
     for stack, labels in zip(box.stacks, box.labels):

@@ -1,0 +1,87 @@
+"""Where the work runs: the device, the autocast precision, and this process's place in a torchrun job."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """"auto" -> cuda when available, else cpu; a clear ValueError for devices that are not there."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} was asked for but no CUDA GPU is available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True when ``device`` is a CUDA GPU with bf16 tensor cores (Ampere or newer), not just emulation."""
+    if device.type != "cuda":
+        return False
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:                                                      # torch < 2.5 has no such argument
+        return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype a run uses (None: float32 throughout).
+
+    ``"auto"``: bf16 on GPUs that have it (A100, H100, RTX 30xx and newer), float16 on those that do not
+    (T4, V100), float32 on a CPU, where most processors lack fast half-precision units. ``"bf16"`` and
+    ``"fp16"`` force that dtype (the CPU too, for tests); ``"fp32"`` switches autocast off.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if precision != "auto":
+        raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {precision!r}")
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if native_bf16(device) else torch.float16
+
+
+@dataclass
+class DistInfo:
+    """Where this process sits in a torchrun job (world_size 1 when run alone)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_env(cls) -> "DistInfo":
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
+                   int(os.environ.get("WORLD_SIZE", 1)))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def init(self, device: torch.device) -> torch.device:
+        """Join the process group (NCCL on GPUs, gloo on CPUs); returns this process's device."""
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        return device
