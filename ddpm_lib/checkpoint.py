@@ -137,16 +137,18 @@ def model_from_checkpoint(ckpt: dict, *, weights: str = "ema", device: str | tor
     return model.to(device).eval(), saved.to(device)
 
 
-def export_weights(ckpt: dict, path: str | Path, **extra: Any) -> Path:
+def export_weights(ckpt: dict, path: str | Path, *, include_raw: bool = True, **extra: Any) -> Path:
     """Write the slim, weights-only form of a training checkpoint (configs, summary and weights).
 
-    Keeps the EMA weights in float32 (what sampling uses) and the raw weights in float16, half the
-    size, for comparing the two (``weights="model"``; they load back into a float32 model). No
-    optimizer state, so it cannot be resumed from.
+    Keeps the EMA weights in float32 (what sampling uses) and, with ``include_raw``, the raw weights in
+    float16, half the size, for comparing the two (``weights="model"``; they load back into a float32
+    model). No optimizer state, so it cannot be resumed from.
     """
-    raw = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     slim = {"format": FORMAT, "version": VERSION, "kind": "weights", "model_config": ckpt["model_config"],
             "schedule": ckpt["schedule"], "config": ckpt["config"], "step": ckpt["step"],
-            "ema": ckpt["ema"]["module"], "ema_updates": ckpt["ema"]["num_updates"], "model": raw,
-            "raw_weights_dtype": "float16", "data_hash": ckpt.get("data_hash"), **extra}
+            "ema": ckpt["ema"]["module"], "ema_updates": ckpt["ema"]["num_updates"],
+            "data_hash": ckpt.get("data_hash"), **extra}
+    if include_raw:
+        slim["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+        slim["raw_weights_dtype"] = "float16"
     return atomic_save(slim, path)

@@ -67,6 +67,7 @@ def _train_flags() -> dict[str, dict]:
     return {
         "dataset": dict(choices=DATASETS), "data_root": dict(metavar="DIR"), "preset": dict(choices=sorted(PRESETS)),
         "num_classes": dict(type=positive_int, metavar="K"), "label_dropout": dict(type=float, metavar="P"),
+        "label_lr_scale": dict(type=positive_float, metavar="X"),
         "init_from": dict(metavar="CHECKPOINT"), "schedule": dict(choices=SCHEDULES),
         "timesteps": dict(type=int_at_least(2), metavar="T"), "steps": dict(type=positive_int, metavar="N"),
         "batch_size": dict(type=positive_int, metavar="N"), "lr": dict(type=positive_float, metavar="X"),

@@ -18,8 +18,8 @@ from .schedule import SCHEDULES
 from .unet import PRESETS
 
 # Settings that must not change when a run is resumed: changing them would make it another run.
-RESUME_FIXED = ("dataset", "preset", "num_classes", "label_dropout", "schedule", "timesteps", "batch_size", "lr",
-                "warmup_steps", "weight_decay", "grad_clip", "ema_decay", "seed")
+RESUME_FIXED = ("dataset", "preset", "num_classes", "label_dropout", "label_lr_scale", "schedule", "timesteps",
+                "batch_size", "lr", "warmup_steps", "weight_decay", "grad_clip", "ema_decay", "seed")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
@@ -39,6 +39,8 @@ class RunConfig:
                                              "none: unconditional")
     label_dropout: float = _setting(0.1, "share of labels replaced by 'no label' during training, so one network "
                                          "also learns the unconditional model for guidance")
+    label_lr_scale: float = _setting(1.0, "learning rate of the label embedding, as a multiple of lr: a table "
+                                          "learned from zero while the rest is fine-tuned needs larger steps")
     init_from: str | None = _setting(None, "start from the (EMA) weights of this checkpoint or shipped model name")
     schedule: str = _setting("linear", "noise schedule: linear (Ho et al.) or cosine (Nichol & Dhariwal)")
     timesteps: int = _setting(1000, "T, the number of diffusion steps")
@@ -71,6 +73,8 @@ class RunConfig:
              f"num-classes must be an integer >= 1, got {self.num_classes!r}"),
             (_is_num(self.label_dropout) and 0 <= self.label_dropout <= 1,
              f"label-dropout must lie in [0, 1], got {self.label_dropout!r}"),
+            (_is_finite(self.label_lr_scale) and self.label_lr_scale > 0,
+             f"label-lr-scale must be a positive number, got {self.label_lr_scale!r}"),
             (self.init_from is None or (isinstance(self.init_from, str) and self.init_from != ""),
              f"init-from must be a checkpoint path or a shipped model's name, got {self.init_from!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),

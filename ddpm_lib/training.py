@@ -165,8 +165,8 @@ class Trainer:
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.ema = EMA(self.model, decay=config.ema_decay)
         # Fused AdamW: one kernel for all parameters, and it can skip a step on the device (found_inf).
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                           fused=True)
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, config), lr=config.lr,
+                                           weight_decay=config.weight_decay, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, self.config))
         self.step = 0
         self.skipped_steps = 0                                             # non-finite steps skipped in all
@@ -402,6 +402,19 @@ class Trainer:
         if any(not torch.equal(s, sums[0]) for s in sums):
             raise RuntimeError(f"the processes' weights differ at step {self.step} (checksums "
                                f"{[float(s) for s in sums]}); the last checkpoint was not overwritten")
+
+
+def _param_groups(model: nn.Module, config: RunConfig) -> list[dict]:
+    """The optimizer's parameter groups: the label embedding (if any) at ``label_lr_scale`` times the lr.
+
+    Adam moves each weight by at most about lr per step, and a label table that starts at zero while the
+    rest of the network is fine-tuned from trained weights barely moves at the network's lr.
+    """
+    label = [p for name, p in model.named_parameters() if name.startswith("label_embed.")]
+    rest = [p for name, p in model.named_parameters() if not name.startswith("label_embed.")]
+    if not label:
+        return [{"params": rest}]
+    return [{"params": rest}, {"params": label, "lr": config.lr * config.label_lr_scale}]
 
 
 def init_weights(model: UNet, path: str) -> None:
