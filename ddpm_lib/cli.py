@@ -182,6 +182,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if trainer.step >= config.steps:
         print(f"{config.out} is already at step {trainer.step} of {config.steps}; raise --steps to train on")
         return 0
+    if trainer.dist.is_main and config.tensorboard:
+        print(f"watch it: tensorboard --logdir {Path(config.out) / 'tensorboard'}")
     trainer.train()
     if trainer.dist.is_main:
         out = Path(config.out)

@@ -105,10 +105,9 @@ class RunMonitor:
         """Open the TensorBoard run at ``step``: points and grids from beyond it are dropped."""
         if not self.active:
             return
-        if self.sample_every:
-            for path in self.samples_dir.glob("step_*.png"):              # drawn past the checkpoint
-                if _step_of(path) is not None and _step_of(path) > step:
-                    path.unlink()
+        for path in self.samples_dir.glob("step_*.png"):                  # drawn past the checkpoint
+            if _step_of(path) is not None and _step_of(path) > step:
+                path.unlink()
         if self.tensorboard and self.writer is None:
             self.tensorboard_dir.mkdir(parents=True, exist_ok=True)
             _wait_for_a_later_file_name(self.tensorboard_dir)
