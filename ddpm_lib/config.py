@@ -57,8 +57,8 @@ class RunConfig:
                                         "images/s and the sample grids to OUT/tensorboard (needs the tensorboard "
                                         "package)")
     sample_every: int | None = _setting(None, "steps between grids of samples from the EMA weights, written to "
-                                              "OUT/samples/step_N.png (and TensorBoard); none: every "
-                                              "checkpoint-every steps with --tensorboard, else no grids; 0: none")
+                                              "OUT/samples/step_N.png (and TensorBoard); 0: no grids; none: every "
+                                              "checkpoint-every steps with --tensorboard, else no grids")
     sample_steps: int = _setting(25, "respaced DDPM steps for those grids (at most timesteps)")
     out: str = _setting("runs/ddpm", "folder for last.pt and log.csv (and samples/, tensorboard/)")
     device: str = _setting("auto", "auto, cpu, cuda or cuda:N")

@@ -109,6 +109,7 @@ def test_resume_continues_the_same_run_without_repeating_steps(tmp_path, digits)
     assert len(list((part / "tensorboard").glob("events.out.tfevents.*"))) == 3   # one file per train() call
 
 
+@pytest.mark.slow
 def test_cli_train_and_resume_write_one_run(tmp_path):
     pytest.importorskip("tensorboard")
     out = tmp_path / "run"
