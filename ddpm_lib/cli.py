@@ -75,6 +75,8 @@ def _train_flags() -> dict[str, dict]:
         "lr_decay_steps": dict(type=nonnegative_int, metavar="N"),
         "ema_decay": dict(type=float, metavar="D"), "seed": dict(type=nonnegative_int, metavar="N"),
         "checkpoint_every": dict(type=positive_int, metavar="N"), "log_every": dict(type=positive_int, metavar="N"),
+        "tensorboard": dict(action=argparse.BooleanOptionalAction),
+        "sample_every": dict(type=nonnegative_int, metavar="N"), "sample_steps": dict(type=positive_int, metavar="K"),
         "out": dict(metavar="DIR"), "device": dict(), "precision": dict(choices=PRECISIONS),
         "compile": dict(action=argparse.BooleanOptionalAction), "progress": dict(action=argparse.BooleanOptionalAction),
     }
@@ -181,6 +183,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if trainer.step >= config.steps:
         print(f"{config.out} is already at step {trainer.step} of {config.steps}; raise --steps to train on")
         return 0
+    if trainer.dist.is_main and config.tensorboard:
+        print(f"watch it: tensorboard --logdir {Path(config.out) / 'tensorboard'}")
     trainer.train()
     if trainer.dist.is_main:
         out = Path(config.out)
@@ -275,9 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         from .data import DatasetUnavailable
+        from .monitor import TensorBoardMissing
         from .training import TrainingDiverged
 
-        known = (ValueError, DatasetUnavailable, TrainingDiverged, OSError)
+        known = (ValueError, DatasetUnavailable, TrainingDiverged, TensorBoardMissing, OSError)
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         if not isinstance(err, known):
             message = f"{type(err).__name__}: {message} (run with --debug for the traceback)"

@@ -55,7 +55,14 @@ class RunConfig:
     seed: int = _setting(0, "random seed")
     checkpoint_every: int = _setting(1000, "steps between checkpoints (and one at the end)")
     log_every: int = _setting(50, "steps between flushes of the CSV log")
-    out: str = _setting("runs/ddpm", "folder for last.pt and log.csv")
+    tensorboard: bool = _setting(False, "also write the loss, learning rate, gradient norm, EMA decay, skipped steps, "
+                                        "images/s and the sample grids to OUT/tensorboard (needs the tensorboard "
+                                        "package)")
+    sample_every: int | None = _setting(None, "steps between grids of samples from the EMA weights, written to "
+                                              "OUT/samples/step_N.png (and TensorBoard); 0: no grids; none: every "
+                                              "checkpoint-every steps with --tensorboard, else no grids")
+    sample_steps: int = _setting(25, "respaced DDPM steps for those grids (at most timesteps)")
+    out: str = _setting("runs/ddpm", "folder for last.pt and log.csv (and samples/, tensorboard/)")
     device: str = _setting("auto", "auto, cpu, cuda or cuda:N")
     precision: str = _setting("auto", "autocast on CUDA: auto (bf16 where the GPU has it, else fp16 with a "
                                       "gradient scaler), bf16, fp16 or fp32; the CPU trains in fp32")
@@ -100,6 +107,10 @@ class RunConfig:
              f"checkpoint-every must be an integer >= 1, got {self.checkpoint_every!r}"),
             (_is_int(self.log_every) and self.log_every >= 1,
              f"log-every must be an integer >= 1, got {self.log_every!r}"),
+            (self.sample_every is None or (_is_int(self.sample_every) and self.sample_every >= 0),
+             f"sample-every must be an integer >= 0, got {self.sample_every!r}"),
+            (_is_int(self.sample_steps) and self.sample_steps >= 1,
+             f"sample-steps must be an integer >= 1, got {self.sample_steps!r}"),
             (_is_int(self.max_bad_steps) and self.max_bad_steps >= 1,
              f"max-bad-steps must be an integer >= 1, got {self.max_bad_steps!r}"),
             (isinstance(self.out, str) and self.out != "", "out must be a folder path"),

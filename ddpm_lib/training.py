@@ -7,8 +7,9 @@
 AdamW with linear warm-up (and an optional linear decay at the end), gradient clipping, a non-finite-loss
 guard, autocast on CUDA (bf16, or fp16 with a gradient scaler), channels_last, optional torch.compile,
 DistributedDataParallel under torchrun, label dropout for class-conditional models, tqdm progress, a CSV
-log of every step, and atomic checkpoints from which a killed run continues exactly. The run's settings
-are a :class:`~ddpm_lib.config.RunConfig`; the device and precision come from :mod:`ddpm_lib.device`.
+log of every step, and atomic checkpoints from which a killed run continues exactly; optionally TensorBoard
+scalars and grids of samples along the way (:mod:`ddpm_lib.monitor`). The run's settings are a
+:class:`~ddpm_lib.config.RunConfig`; the device and precision come from :mod:`ddpm_lib.device`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .data import check_images, check_labels, fingerprint, load_dataset
 from .device import DistInfo, autocast_dtype, resolve_device
 from .ema import EMA, unwrap
 from .losses import ddpm_loss
+from .monitor import RunMonitor
 from .schedule import NoiseSchedule
 from .unet import UNet
 
@@ -126,6 +128,7 @@ class Trainer:
                  labels: Tensor | None = None):
         self.config = config.validate()
         self.dist = DistInfo.from_env()
+        self.monitor = RunMonitor(config, active=self.dist.is_main)       # before any work: needs tensorboard?
         self.device = resolve_device(config.device)
         if self.dist.world_size > 1:
             self.device = self.dist.init(self.device)
@@ -286,6 +289,7 @@ class Trainer:
         target = self.config.steps if steps is None else steps
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+        self.monitor.start(self.step)
         rows: list[dict] = []
         self._started_at = self._collected_at = time.perf_counter()
         bar = tqdm(total=target, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
@@ -298,6 +302,8 @@ class Trainer:
                     rows.extend(self.collect())
                     bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", img_s=f"{rows[-1]['img_per_s']:.0f}")
                     self.flush_log()
+                if self.monitor.wants_samples(self.step):                 # before the checkpoint of this step
+                    self.monitor.sample(self.step, self.ema.module, self.schedule, tuple(self.data.shape[1:]))
                 if self.step % self.config.checkpoint_every == 0 or self.step == target:
                     rows.extend(self.collect())
                     self.save_checkpoint()
@@ -305,15 +311,17 @@ class Trainer:
             bar.close()
             rows.extend(self.collect())
             self.flush_log()
+            self.monitor.close()
         return rows
 
     # ------------------------------------------------------------------ files
     def flush_log(self) -> None:
-        """Append buffered log rows to OUT/log.csv (process 0 only)."""
+        """Append buffered log rows to OUT/log.csv, and to TensorBoard when it is on (process 0 only)."""
         if not self.dist.is_main or not self._log_buffer:
             self._log_buffer.clear()
             return
         self.log.append(self._log_buffer)
+        self.monitor.log(self._log_buffer)
         self._log_buffer.clear()
 
     def state(self) -> dict:
