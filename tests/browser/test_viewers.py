@@ -9,6 +9,8 @@ nothing but local files.
 
 from __future__ import annotations
 
+from urllib.parse import urlparse
+
 import numpy as np
 import pytest
 from selenium.webdriver.common.by import By
@@ -73,7 +75,7 @@ def check_local(page: BookPage) -> None:
     report = page.report()
     assert not off_host(report.requests, page.server), f"{page.path} made requests beyond the server"
     assert not report.failed_requests, f"{page.path}: requests that failed: {report.failed_requests}"
-    assert any(u.endswith(WIDGET_JS) for u in report.requests), f"{WIDGET_JS} was not loaded"
+    assert any(urlparse(u).path.endswith(WIDGET_JS) for u in report.requests), f"{WIDGET_JS} was not loaded"
     assert not report.console, f"{page.path}: the browser console reports:\n" + "\n".join(report.console)
 
 
