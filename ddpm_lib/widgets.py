@@ -104,14 +104,28 @@ def _label_stack(labels: Sequence[str], layout, style):
                    selected_index=0)
 
 
-def _player(n: int, description: str, interval: int):
-    """A Play button and a slider over 0..n-1, linked in the browser."""
+def _player(n: int, description: str, interval: int, readouts: Sequence[str] | None = None):
+    """A Play button and a slider over frames 0..n-1, linked in the browser; returns them and the
+    name of the slider's attribute that holds the frame index.
+
+    With ``readouts`` (one text per frame, e.g. the step t) the slider is a ``SelectionSlider`` that shows
+    the text of the frame it is on; without, an ``IntSlider`` with no readout.
+    """
     w = _widgets()
-    slider = w.IntSlider(value=0, min=0, max=n - 1, step=1, description=description, readout=False,
-                         continuous_update=True, layout=w.Layout(width="360px"))
+    layout = w.Layout(width="360px")
+    if readouts is not None:
+        if len(readouts) != n:
+            raise ValueError(f"{len(readouts)} readouts for {n} frames")
+        slider = w.SelectionSlider(options=[(str(text), i) for i, text in enumerate(readouts)], index=0,
+                                   description=description, readout=True, continuous_update=True, layout=layout)
+        attr = "index"
+    else:
+        slider = w.IntSlider(value=0, min=0, max=n - 1, step=1, description=description, readout=False,
+                             continuous_update=True, layout=layout)
+        attr = "value"
     play = w.Play(value=0, min=0, max=n - 1, step=1, interval=interval, description="Play")
-    w.jslink((play, "value"), (slider, "value"))
-    return play, slider
+    w.jslink((play, "value"), (slider, attr))
+    return play, slider, attr
 
 
 def _style():
@@ -120,7 +134,8 @@ def _style():
 
 
 def _assemble(w, frame_pngs: Mapping[str, Sequence[bytes]], labels: Mapping[str, Sequence[str]], *,
-              slider_name: str, toggle_name: str, width: int, interval: int):
+              slider_name: str, toggle_name: str, width: int, interval: int,
+              readouts: Sequence[str] | None = None):
     """Stacks of frames and labels per option, one slider + Play over the frames, a toggle over the options."""
     lengths = {len(p) for p in frame_pngs.values()}
     if len(lengths) != 1:
@@ -130,10 +145,10 @@ def _assemble(w, frame_pngs: Mapping[str, Sequence[bytes]], labels: Mapping[str,
     label_layout, label_style = w.Layout(), HTMLStyle()                    # shared by every label
     stacks = [_frame_stack(p, image_layout) for p in frame_pngs.values()]
     label_stacks = [_label_stack(labels[name], label_layout, label_style) for name in frame_pngs]
-    play, slider = _player(lengths.pop(), slider_name, interval)
+    play, slider, attr = _player(lengths.pop(), slider_name, interval, readouts)
     for stack, label_stack in zip(stacks, label_stacks):
-        w.jslink((slider, "value"), (stack, "selected_index"))
-        w.jslink((slider, "value"), (label_stack, "selected_index"))
+        w.jslink((slider, attr), (stack, "selected_index"))
+        w.jslink((slider, attr), (label_stack, "selected_index"))
     outer_images = w.Stack(children=stacks, selected_index=0)
     outer_labels = w.Stack(children=label_stacks, selected_index=0)
     names = list(frame_pngs)
@@ -148,9 +163,10 @@ def forward_process_viewer(x0: Tensor, schedules: NoiseSchedule | Mapping[str, N
     """A slider (and Play button) that noises ``x0`` (N, C, H, W) in [-1, 1] from t = 0 to t = T.
 
     ``schedules`` is one schedule or a dict of named ones (a toggle switches between them; they must give
-    the same number of frames, e.g. the same T). Returns an ``ipywidgets.VBox`` with attributes ``slider``,
-    ``play``, ``toggle``, ``stacks`` (one per schedule), ``labels`` (one label Stack per schedule) and
-    ``steps`` (the paper steps shown), for tests and for your own layouts.
+    the same number of frames, e.g. the same T). Returns an ``ipywidgets.VBox`` with attributes ``slider``
+    (a ``SelectionSlider`` whose readout is the step t and whose ``index`` is the frame shown), ``play``,
+    ``toggle``, ``stacks`` (one per schedule), ``labels`` (one label Stack per schedule) and ``steps``
+    (the paper steps shown), for tests and for your own layouts.
     """
     w = _widgets()
     if isinstance(schedules, NoiseSchedule):
@@ -172,7 +188,8 @@ def forward_process_viewer(x0: Tensor, schedules: NoiseSchedule | Mapping[str, N
                         for s in steps]
         all_steps.append(steps)
     play, slider, toggle, stacks, label_stacks, outer_images, outer_labels = _assemble(
-        w, frame_pngs, labels, slider_name="t", toggle_name="schedule", width=width, interval=interval)
+        w, frame_pngs, labels, slider_name="t", toggle_name="schedule", width=width, interval=interval,
+        readouts=[str(s) for s in all_steps[0]])                          # the slider shows the step t
     rows = [_style(), w.HBox([play, slider]), outer_labels, outer_images]
     if len(schedules) > 1:
         rows.insert(1, toggle)

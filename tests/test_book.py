@@ -1,5 +1,6 @@
 """The book's conventions, checked statically (nbval and the builds execute the notebooks)."""
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+CODE_WIDTH = 90                        # characters of code that fit the article column at 1400 px
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CHAPTERS = [nb for nb in NOTEBOOKS if re.match(r"\d\d_", nb.name)]
 
@@ -39,14 +41,42 @@ def test_notebook_is_committed_clean(nb):
             assert cell.get("outputs") == [] and cell.get("execution_count") is None, "commit with outputs cleared"
 
 
+def _sync_script():
+    spec = importlib.util.spec_from_file_location("sync_colab_cell", ROOT / "scripts" / "sync_colab_cell.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_colab_cell_installs_from_the_configured_repository(nb):
-    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    """The URL is set once, in _config.yml; scripts/sync_colab_cell.py writes every install cell from it."""
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
     first = cells(nb)[0]
     assert first["cell_type"] == "code" and "remove-cell" in first.get("metadata", {}).get("tags", [])
     text = source(first)
     assert '"google.colab" in sys.modules' in text
-    assert f"git+{url}" in text, f"{nb.name}'s install cell does not use {url} from _config.yml"
+    assert f"git+{config['repository']['url']}" in text
+    assert text == _sync_script().colab_cell_source(config), \
+        f"{nb.name}'s install cell differs from _config.yml: run python scripts/sync_colab_cell.py"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_code_fits_the_article_column(nb):
+    """Code a reader sees stays within CODE_WIDTH characters (the build's pages are checked in a browser)."""
+    long = [(i, line) for i, cell in enumerate(cells(nb)) if cell["cell_type"] == "code"
+            and "remove-cell" not in cell.get("metadata", {}).get("tags", [])
+            for line in source(cell).splitlines() if len(line) > CODE_WIDTH]
+    assert not long, f"{len(long)} code lines longer than {CODE_WIDTH} characters, e.g. cell {long[0][0]}: " \
+                     f"{long[0][1]!r}"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_figures_use_the_book_style_and_shared_helpers(nb):
+    code = "\n".join(source(c) for c in cells(nb) if c["cell_type"] == "code")
+    if "matplotlib" in code:
+        assert "book_style()" in code, "call ddpm_lib.images.book_style() before the first figure"
+    assert not re.search(r"^def show\(", code, re.M), "use ddpm_lib.images.show, not a local copy"
 
 
 @pytest.mark.parametrize("nb", CHAPTERS, ids=lambda p: p.stem)

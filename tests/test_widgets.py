@@ -133,7 +133,11 @@ def test_forward_viewer_structure_frames_and_labels():
     assert "ddpm-forward-viewer" in box._dom_classes
     assert len(box.stacks) == 2 and len(box.labels) == 2
     assert box.steps[0] == 0 and box.steps[-1] == 200 and len(box.steps) == 8
-    assert (box.slider.min, box.slider.max, box.play.min, box.play.max) == (0, 7, 0, 7)
+    assert isinstance(box.slider, ipywidgets.SelectionSlider) and box.slider.readout
+    assert box.slider.options == tuple((str(s), i) for i, s in enumerate(box.steps))   # shows t, not the frame
+    assert box.slider.index == 0 and box.slider.label == "0" and (box.play.min, box.play.max) == (0, 7)
+    box.slider.index = 7
+    assert box.slider.label == "200"
     assert list(box.toggle.options) == ["linear", "cosine"]
     assert box.toggle in box.children                                      # shown with two schedules
     for name, stack, labels in zip(schedules, box.stacks, box.labels):
@@ -156,10 +160,10 @@ def test_forward_viewer_structure_frames_and_labels():
 def test_forward_viewer_is_linked_in_the_browser():
     box = forward_process_viewer(digits(), {"a": NoiseSchedule.linear(T=50), "b": NoiseSchedule.cosine(T=50)},
                                  frames=5)
-    assert linked(box.play, "value", box.slider, "value")
+    assert linked(box.play, "value", box.slider, "index")
     for stack, labels in zip(box.stacks, box.labels):
-        assert linked(box.slider, "value", stack, "selected_index")
-        assert linked(box.slider, "value", labels, "selected_index")
+        assert linked(box.slider, "index", stack, "selected_index")
+        assert linked(box.slider, "index", labels, "selected_index")
     outer = [s for s in find(box, ipywidgets.Stack) if s.children and s.children[0] in box.stacks]
     outer_labels = [s for s in find(box, ipywidgets.Stack) if s.children and s.children[0] in box.labels]
     assert len(outer) == 1 and len(outer_labels) == 1
