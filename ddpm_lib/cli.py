@@ -218,6 +218,9 @@ def prepare_run_folder(out: Path, resume: Path | None, overwrite: bool) -> None:
         return
     if not overwrite:
         what = f"{out} already holds a run ({', '.join(held)})"
+        if held == ["log.csv"]:
+            raise UsageError(f"{out} holds the log.csv of a run that saved no checkpoint; pass --overwrite to start "
+                             "again there, or choose a new --out")
         if resume is None:
             raise UsageError(f"{what}; continue it with --resume, choose a new --out, or pass --overwrite to "
                              "replace it")

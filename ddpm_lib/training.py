@@ -424,7 +424,7 @@ class Trainer:
         if saved:
             return f"{what}; saved {self.last_checkpoint[0]} there; continue with {self._resume_flag()}"
         if self.last_checkpoint is None:
-            return f"{what}, before the first checkpoint: nothing was saved"
+            return f"{what}, before the first checkpoint: no checkpoint was saved"
         return f"{what}; {self.checkpoint_note()}; continue with {self._resume_flag()}"
 
     def checkpoint_note(self) -> str:

@@ -153,6 +153,15 @@ def test_train_refuses_to_replace_a_run_unless_told(run_copy, capsys):
         len((run_copy / "log.csv").read_text().splitlines()) == 3          # header and steps 1-2, nothing older
 
 
+def test_a_folder_holding_only_a_log_is_not_sent_to_resume(tmp_path, capsys):
+    """A run interrupted before its first checkpoint leaves only log.csv: --resume cannot help there."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "log.csv").write_text("step,loss\n1,0.9\n")
+    code, err, _ = one_line(["train", "--steps", 1, *TRAIN, "--out", tmp_path / "r"], capsys)
+    assert code == 2 and err == [f"error: {tmp_path / 'r'} holds the log.csv of a run that saved no checkpoint; pass "
+                                 "--overwrite to start again there, or choose a new --out"]
+
+
 def test_resume_writes_beside_the_file_and_never_into_another_run(run_copy, tmp_path, capsys):
     """Issue 19.2 (fixed on main, checked here): resuming a backup copy overwrote the run it was copied from."""
     import shutil

@@ -259,7 +259,7 @@ def test_a_damaged_last_checkpoint_is_refused_and_resuming_falls_back_to_prev(tm
     (lambda text: "", r"step\(s\) 1-3 are missing"),                        # a full disk left it empty
     (lambda text: text.split("\n", 1)[1], "restored its header"),           # rows without a header
     (lambda text: text[:text.index("\n3,") + 6], r"dropped 1 unreadable row\(s\); step\(s\) 3 are missing"),
-])
+], ids=["empty", "no-header", "cut-row"])
 def test_a_damaged_log_is_repaired_on_resume_with_a_line_saying_so(tmp_path, digits, damage, note):
     """Issue 19: an empty or header-less log.csv made resume die with KeyError: 'step'; a cut row vanished silently."""
     Trainer(tiny_config(tmp_path, steps=3), data=digits).train()
@@ -285,10 +285,10 @@ def test_the_log_is_never_written_through_a_link(tmp_path, digits):
 
 
 @pytest.mark.parametrize("signame, at_step, every, message, saved_step", [
-    ("SIGINT", 3, 100, "interrupted \\(SIGINT\\) at step 3, before the first checkpoint: nothing was saved", None),
+    ("SIGINT", 3, 100, "\\(SIGINT\\) at step 3, before the first checkpoint: no checkpoint was saved", None),
     ("SIGTERM", 12, 100, "interrupted \\(SIGTERM\\) at step 12; saved .*last.pt there; continue with --resume", 12),
     ("SIGINT", 7, 5, "at step 7; the last checkpoint, .*last.pt \\(step 5\\), is intact; continue with --resume", 5),
-])
+], ids=["sigint-before-any-checkpoint", "sigterm-saves", "sigint-recent-checkpoint-kept"])
 def test_a_signal_stops_training_between_steps_and_says_what_was_saved(tmp_path, digits, signame, at_step, every,
                                                                       message, saved_step):
     """Issue 19: SIGINT before the first checkpoint claimed one existed; SIGTERM killed the run with no message.
