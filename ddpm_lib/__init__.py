@@ -9,7 +9,7 @@ from .ema import EMA
 from .losses import bits_per_dim, ddpm_loss, discretized_gaussian_log_likelihood, normal_kl, vlb_terms
 from .sampling import Trajectory, ddpm_sample, guided
 from .schedule import NoiseSchedule
-from .training import Trainer, TrainingDiverged
+from .training import Trainer, TrainingDiverged, TrainingInterrupted
 from .unet import PRESETS, UNet
 
 __version__ = "0.1.0"
@@ -21,6 +21,7 @@ __all__ = [
     "RunConfig",
     "Trainer",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "Trajectory",
     "UNet",
     "bits_per_dim",

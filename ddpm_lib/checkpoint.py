@@ -8,7 +8,9 @@ model and schedule configs and the run's summary, and nothing for resuming.
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .files import remove_stale_temporaries, temporary_name, write_failure
 from .schedule import NoiseSchedule
 from .unet import UNet
 
@@ -40,27 +43,36 @@ class CheckpointError(ValueError):
     """A file is missing, is not a ddpm_lib checkpoint, or does not fit what it is used for."""
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
+def atomic_save(obj: Any, path: str | Path, previous: str | Path | None = None) -> Path:
     """torch.save ``obj`` to ``path`` so that a crash at any moment leaves the old file or the new one.
 
     Writes a temporary file in the same folder, flushes and fsyncs it, renames it over ``path`` (an
-    atomic operation on POSIX and Windows) and fsyncs the folder so the rename itself is durable.
-    Temporary files that a killed writer left behind are removed after a successful write.
+    atomic operation on POSIX and Windows) and fsyncs the folder so the rename itself is durable. With
+    ``previous`` (a run's prev.pt), the file ``path`` held until now is kept under that name, also atomically.
+    A failed write (a full disk, ``ulimit -f``) raises :class:`~ddpm_lib.files.WriteFailed` naming ``path``;
+    the old file is untouched. Temporary files that killed writers left behind are removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_name(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        if previous is not None and path.exists():
+            keep_as(path, Path(previous))
         os.replace(tmp, path)
+    except Exception as err:
+        intact = "the previous checkpoint is intact" if path.exists() else "no checkpoint was written"
+        failed = write_failure(err, path, intact)
+        if failed is None:
+            raise
+        raise failed from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):                  # left by a process killed mid-write
-        stale.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    for written in (path, Path(previous)) if previous is not None else (path,):
+        remove_stale_temporaries(written)
     if hasattr(os, "O_DIRECTORY"):
         fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -70,11 +82,64 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
+def keep_as(path: Path, previous: Path) -> None:
+    """Give the file at ``path`` the name ``previous`` too (replacing what that held), leaving ``path`` in place.
+
+    A hard link renamed over ``previous``: atomic, no copy. Where hard links are not supported the file is
+    renamed instead, and until the caller writes ``path`` again only ``previous`` exists (a resume falls back
+    to it).
+    """
+    link = temporary_name(previous)
+    link.unlink(missing_ok=True)
+    try:
+        os.link(path, link)
+    except OSError:
+        os.replace(path, previous)
+        return
+    os.replace(link, previous)
+
+
+def verify_zip(path: Path) -> None:
+    """Raise CheckpointError unless every entry of the zip file ``path`` matches its stored CRC-32.
+
+    torch.save writes a zip archive with a checksum of every entry (the pickle and each tensor's bytes),
+    and torch.load does not check them: flipped bytes inside a tensor would load silently.
+    Entries saved without a checksum (a CRC of 0) are not checked.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for entry in archive.infolist():
+                if entry.CRC == 0 and entry.file_size:                    # written without a checksum
+                    continue
+                with archive.open(entry) as f:                             # checks the CRC at the end
+                    while f.read(1 << 24):
+                        pass
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
+        raise damaged(path, f"is corrupt ({reason(err)})") from None
+
+
+def damaged(path: Path, problem: str) -> CheckpointError:
+    """A CheckpointError for a damaged file, saying where an intact copy may be (its ``problem`` without that)."""
+    previous = path.with_name("prev.pt")
+    where = (f"{previous} holds the checkpoint before it" if path.name == "last.pt" and previous.is_file()
+             else "use an intact copy")
+    err = CheckpointError(f"{path} {problem}; {where}")
+    err.problem = f"{path} {problem}"
+    return err
+
+
+def reason(err: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none), whole."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def load_checkpoint(path: str | Path | None = None, map_location: str | torch.device = "cpu") -> dict:
     """Read a ddpm_lib checkpoint or weights file: a path, or the name of a shipped model (``SHIPPED_MODELS``).
 
     ``path=None`` reads the default shipped MNIST model. Raises :class:`CheckpointError` naming the file
-    when it is missing, unreadable or not ours.
+    when it is missing, truncated, corrupt (see :func:`verify_zip`), unreadable, not ours, or lacks what
+    its kind must hold (see :func:`check_structure`).
     """
     path = resolve_checkpoint(path)
     if not path.exists():
@@ -83,18 +148,82 @@ def load_checkpoint(path: str | Path | None = None, map_location: str | torch.de
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder, not a file (did you mean {path / 'last.pt'}?)")
     if not zipfile.is_zipfile(path):                                        # torch.save writes a zip archive
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head == b"PK\x03\x04" or not head:
+            raise damaged(path, "is empty" if not head else "is truncated (it ends before its zip directory)")
         raise CheckpointError(f"{path} is not a ddpm_lib checkpoint (not a file written by torch.save)")
+    verify_zip(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-        raise CheckpointError(f"{path} is not a ddpm_lib checkpoint (torch.load failed: {reason})") from None
+        if "Weights only load failed" in str(err):                         # a pickled object was refused
+            raise CheckpointError(f"{path} is not a ddpm_lib checkpoint: it holds Python objects, which are not "
+                                  f"loaded for safety{_refused_object(str(err))}") from None
+        raise CheckpointError(f"{path} is not a ddpm_lib checkpoint (torch.load failed: {reason(err)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a ddpm_lib checkpoint (no '{FORMAT}' marker)")
-    if ckpt.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path} was written by a newer ddpm_lib (format version {ckpt['version']})")
+    version = ckpt.get("version", 0)
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(f"{path} was written by a newer ddpm_lib (format version {version!r})")
     ckpt["path"] = str(path)
+    check_structure(ckpt)
     return ckpt
+
+
+def _refused_object(message: str) -> str:
+    """' (what torch.load refused)', from its weights_only message (whose first lines are advice)."""
+    found = re.search(r"^.*(GLOBAL|[Uu]nsupported).*$", message, re.M)
+    return f" ({found.group(0).strip()})" if found and not found.group(0).startswith("Weights only") else ""
+
+
+# What each kind of file must hold, and which of those entries are mappings.
+REQUIRED = {"weights": ("model_config", "schedule", "ema"),
+            "train": ("model_config", "schedule", "ema", "model", "optimizer", "scheduler", "config", "step", "rng")}
+MAPPINGS = ("model_config", "schedule", "ema", "model", "optimizer", "scheduler", "config")
+
+
+def check_structure(ckpt: dict) -> None:
+    """Raise CheckpointError unless ``ckpt`` holds the entries of its kind, of the right types.
+
+    Catches edited or hand-made files before anything is built from them.
+    """
+    name = ckpt.get("path", "the checkpoint")
+    kind = ckpt.get("kind")
+    if kind not in REQUIRED:
+        raise CheckpointError(f"{name} is of an unknown kind {kind!r} (expected 'train' or 'weights')")
+    missing = [key for key in REQUIRED[kind] if key not in ckpt]
+    if missing:
+        raise CheckpointError(f"{name} is incomplete: it has no {', '.join(repr(k) for k in missing)}")
+    wrong = [key for key in MAPPINGS if key in ckpt and not isinstance(ckpt[key], dict)]
+    if wrong:
+        raise CheckpointError(f"{name} is damaged: its {', '.join(repr(k) for k in wrong)} should be a mapping")
+    step = ckpt.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{name} is damaged: its step {step!r} is not a whole number >= 0")
+    if kind == "train" and not isinstance(ckpt["ema"].get("module"), dict):
+        raise CheckpointError(f"{name} is damaged: its EMA holds no weights")
+
+
+def load_checkpoint_or_previous(path: str | Path) -> tuple[dict, str | None]:
+    """Load ``path``; when it is a run's last.pt that is missing or damaged, that run's prev.pt instead.
+
+    Returns the checkpoint and, after a fall-back, a one-line note saying so (None otherwise). Raises the
+    error about ``path`` when there is no usable prev.pt either.
+    """
+    path = Path(path)
+    try:
+        return load_checkpoint(path), None
+    except CheckpointError as err:
+        previous = path.with_name("prev.pt")
+        if path.name != "last.pt" or not previous.is_file():
+            raise
+        try:
+            ckpt = load_checkpoint(previous)
+        except CheckpointError as prev_err:
+            raise CheckpointError(f"{err}; {previous} is no better ({prev_err})") from None
+        problem = getattr(err, "problem", reason(err)) if path.exists() else f"{path} is missing"
+        return ckpt, f"{problem}; resuming from {previous} (step {ckpt['step']}) instead"
 
 
 def model_from_checkpoint(ckpt: dict, *, weights: str = "ema", device: str | torch.device = "cpu",
@@ -112,29 +241,90 @@ def model_from_checkpoint(ckpt: dict, *, weights: str = "ema", device: str | tor
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
     if weights not in ckpt:
         raise CheckpointError(f"{name} holds no {weights!r} weights")
-    model_config = dict(ckpt["model_config"])
-    if in_channels is not None and model_config["in_channels"] != in_channels:
-        raise CheckpointError(f"{name} is a model of {model_config['in_channels']} channel(s), not {in_channels}")
+    state = ckpt[weights]["module"] if weights == "ema" and "module" in ckpt[weights] else ckpt[weights]
+    model_config = checked_model_config(ckpt["model_config"], state, name)
+    channels = model_config.get("in_channels", 1)
+    if in_channels is not None and channels != in_channels:
+        raise CheckpointError(f"{name} is a model of {channels} channel(s), not {in_channels}")
     run_preset = ckpt.get("config", {}).get("preset")
     if preset is not None and run_preset is not None and run_preset != preset:
         raise CheckpointError(f"{name} holds a {run_preset!r} model, not {preset!r}")
+    saved = schedule_from_config(ckpt["schedule"], name)
     model = UNet(**model_config)
-    state = ckpt[weights]["module"] if weights == "ema" and "module" in ckpt[weights] else ckpt[weights]
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise CheckpointError(f"{name}: weights do not fit the model config ({str(err).splitlines()[0]})") from None
+        raise CheckpointError(f"{name}: weights do not fit the model config ({reason(err)})") from None
     if weights == "ema":
         updates = ckpt.get("ema_updates", ckpt[weights].get("num_updates") if isinstance(ckpt[weights], dict) else None)
         if updates is not None and updates < 200:
             warnings.warn(f"{name}: the EMA weights average only {updates} updates; early in training they are "
                           "close to the random initial weights and sample noise. Use weights='model' "
                           "(--weights model) or train longer.", stacklevel=2)
-    saved = NoiseSchedule.from_config(ckpt["schedule"])
     if schedule is not None and not saved.same_as(schedule):
         raise CheckpointError(f"{name} was trained with {saved!r}, not {schedule!r}; sample with the schedule "
                               "returned by model_from_checkpoint")
     return model.to(device).eval(), saved.to(device)
+
+
+# Bounds on a model_config read from a file: far above any model here, low enough that nothing absurd is built.
+MODEL_CONFIG_LIMITS = {"in_channels": 64, "base_channels": 4096, "num_res_blocks": 16, "num_heads": 1024,
+                       "num_groups": 4096, "image_size": 4096, "num_classes": 1_000_000}
+
+
+def checked_model_config(config: Any, state: Any, name: str) -> dict:
+    """A checkpoint's ``model_config`` after checking it builds a UNet whose tensors have the shapes in ``state``.
+
+    Sizes are bounded first (MODEL_CONFIG_LIMITS, at most 8 levels), then the network is built on the meta
+    device, which allocates nothing, and its tensor shapes compared with the stored weights: an edited or
+    damaged config is refused before any memory is spent on it.
+    """
+    problem = _model_config_problem(config)
+    if problem is None:
+        try:
+            with torch.device("meta"):
+                expected = {k: tuple(v.shape) for k, v in UNet(**config).state_dict().items()}
+        except (TypeError, ValueError, RuntimeError) as err:
+            problem = reason(err)
+    if problem is not None:
+        raise CheckpointError(f"{name} has an unusable model_config ({problem})")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{name} is damaged: its weights are not a mapping of tensors")
+    stored = {k: tuple(v.shape) for k, v in state.items()}
+    if stored != expected:
+        diff = sorted(set(stored.items()) ^ set(expected.items()))[0][0]
+        raise CheckpointError(f"{name}: weights do not fit its model_config (first difference: {diff} is "
+                              f"{stored.get(diff, 'missing')} in the file, {expected.get(diff, 'absent')} in the "
+                              "model)")
+    return dict(config)
+
+
+def _model_config_problem(config: Any) -> str | None:
+    """What is wrong with a model_config's types and sizes (None when nothing is)."""
+    if not isinstance(config, dict):
+        return "not a mapping"
+    allowed = set(inspect.signature(UNet.__init__).parameters) - {"self"}
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        return f"unknown entries {unknown}"
+    for key, limit in MODEL_CONFIG_LIMITS.items():
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit):
+            return f"{key}={value!r} is not a whole number from 1 to {limit}"
+    for key, limit in (("channel_mult", 64), ("attention_resolutions", 4096)):
+        value = config.get(key, ())
+        if (not isinstance(value, (list, tuple)) or len(value) > 8
+                or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= limit for v in value)):
+            return f"{key}={value!r} is not a list of at most 8 whole numbers from 1 to {limit}"
+    return None
+
+
+def schedule_from_config(config: Any, name: str) -> NoiseSchedule:
+    """The NoiseSchedule a checkpoint's ``schedule`` entry describes, or CheckpointError naming the file."""
+    try:
+        return NoiseSchedule.from_config(config)
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        raise CheckpointError(f"{name} has an unusable noise schedule ({reason(err)})") from None
 
 
 def export_weights(ckpt: dict, path: str | Path, *, include_raw: bool = True, **extra: Any) -> Path:

@@ -7,14 +7,28 @@ status 2 (usage) or 1 (failure while running); never a traceback. ``--debug`` sh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 EXIT_USAGE, EXIT_FAILURE = 2, 1
+# Seeds: train seeds each process's generator with seed * 1000 + rank (+ 1), which must stay below 2**63;
+# sample seeds one torch.Generator, which takes up to 2**64 - 1.
+MAX_TRAIN_SEED, MAX_SAMPLE_SEED = 2**63 // 1000 - 1, 2**64 - 1
+RUN_FILES = ("last.pt", "prev.pt", "log.csv")                              # what a run folder holds
+SAMPLE_FILES = ("samples.npz", "samples.png")
+# What to lower when a command runs out of memory.
+MEMORY_HINTS = {"train": "lower --batch-size (or use a smaller --preset)", "sample": "lower --n or --chunk-size",
+                "metrics": "score fewer images", "bench": "lower --batch-size"}
+INTERRUPTED = {"sample": "no samples were written", "metrics": "nothing was written",
+               "train": "nothing was written", "bench": "nothing was written"}
 # `sample` with the shipped model on a CPU: 500 respaced steps score as well as 1000 there, in half the
 # time (appendix A1 has both rows).
 SHIPPED_CPU_STEPS = 500
@@ -24,8 +38,8 @@ class UsageError(Exception):
     """Bad input from the command line (exit status 2)."""
 
 
-def int_at_least(minimum: int):
-    """An argparse type: a whole number >= ``minimum``, with a one-line message otherwise."""
+def int_at_least(minimum: int, maximum: int | None = None):
+    """An argparse type: a whole number from ``minimum`` (to ``maximum``), with a one-line message otherwise."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -33,6 +47,8 @@ def int_at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
     return parse
 
@@ -73,7 +89,7 @@ def _train_flags() -> dict[str, dict]:
         "batch_size": dict(type=positive_int, metavar="N"), "lr": dict(type=positive_float, metavar="X"),
         "warmup_steps": dict(type=nonnegative_int, metavar="N"),
         "lr_decay_steps": dict(type=nonnegative_int, metavar="N"),
-        "ema_decay": dict(type=float, metavar="D"), "seed": dict(type=nonnegative_int, metavar="N"),
+        "ema_decay": dict(type=float, metavar="D"), "seed": dict(type=int_at_least(0, MAX_TRAIN_SEED), metavar="N"),
         "checkpoint_every": dict(type=positive_int, metavar="N"), "log_every": dict(type=positive_int, metavar="N"),
         "tensorboard": dict(action=argparse.BooleanOptionalAction),
         "sample_every": dict(type=nonnegative_int, metavar="N"), "sample_steps": dict(type=positive_int, metavar="K"),
@@ -100,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "output folder unless --out is given")
     train.add_argument("--no-bf16", dest="precision", action="store_const", const="fp32",
                        help="same as --precision fp32")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run already in --out (its last.pt, prev.pt and log.csv) instead of refusing")
 
     sample = sub.add_parser("sample", help="draw images from a checkpoint",
                             description="Draw images; writes OUT/samples.png (a grid) and OUT/samples.npz "
@@ -110,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--steps", type=positive_int, default=None,
                         help="reverse steps; fewer than T respaces the schedule (default: 1000 on CUDA, "
                              "500 for the shipped model on CPU, else T)")
-    sample.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
+    sample.add_argument("--seed", type=int_at_least(0, MAX_SAMPLE_SEED), default=0, help="random seed (default 0)")
     sample.add_argument("--variance", choices=("beta", "posterior"), default="beta",
                         help="sigma_t^2 = beta_t or the posterior variance (default beta)")
     sample.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA or raw weights (default ema)")
@@ -118,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     sample.add_argument("--chunk-size", type=positive_int, default=None, help="images per model call")
     sample.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    sample.add_argument("--overwrite", action="store_true", help="replace samples.npz and samples.png in --out")
 
     bench = sub.add_parser("bench", help="time the tutorial's loops against ddpm_lib's",
                            description="Train and sample with the tutorial's loops and with ddpm_lib on the same "
@@ -149,60 +168,181 @@ def _settings_given(args: argparse.Namespace) -> dict:
 
 def check_writable_dir(path: Path, what: str) -> Path:
     """Create ``path`` if needed; a UsageError when that fails or it cannot be written."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{what} {path} exists and is not a folder")
+    check_can_create(path, what)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"cannot create {what} {path} ({err.strerror})") from None
-    if not os.access(path, os.W_OK):
-        raise UsageError(f"{what} {path} is not writable")
     return path
+
+
+def check_can_create(path: Path, what: str) -> Path:
+    """A UsageError unless ``path`` is a writable folder or one that can be created; creates nothing."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path} exists and is not a folder")
+    if path.is_dir():
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"{what} {path} is not writable")
+        return path
+    parent = next(p for p in path.absolute().parents if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UsageError(f"cannot create {what} {path} ({parent} is not a writable folder)")
+    return path
+
+
+def clean_path(path: Path) -> Path:
+    """``path`` without '..' (resolved), so that creating it makes no folder that is then left unused."""
+    return path.resolve() if ".." in path.parts else path
+
+
+@contextlib.contextmanager
+def output_folder(path: Path, what: str = "output folder"):
+    """Create ``path`` for the duration of a command; if the command fails, remove the folders it created."""
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    check_writable_dir(path, what)
+    try:
+        yield path
+    except BaseException:
+        for folder in created:                                             # deepest first; only empty ones go
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def prepare_run_folder(out: Path, resume: Path | None, overwrite: bool) -> None:
+    """Refuse to start or continue a run in a folder that holds another one, unless ``overwrite`` (then remove it).
+
+    Continuing the run of ``out`` itself (``resume`` is its last.pt or prev.pt) is always allowed.
+    """
+    if resume is not None and resume.parent.resolve() == out.resolve() and resume.name in RUN_FILES:
+        return
+    held = [name for name in RUN_FILES if (out / name).exists() or (out / name).is_symlink()]
+    if not held:
+        return
+    if not overwrite:
+        what = f"{out} already holds a run ({', '.join(held)})"
+        if held == ["log.csv"]:
+            raise UsageError(f"{out} holds the log.csv of a run that saved no checkpoint; pass --overwrite to start "
+                             "again there, or choose a new --out")
+        if resume is None:
+            raise UsageError(f"{what}; continue it with --resume, choose a new --out, or pass --overwrite to "
+                             "replace it")
+        raise UsageError(f"{what}; continuing {resume} there would mix two runs: choose a new --out, or pass "
+                         "--overwrite to replace it")
+    for name in held:
+        (out / name).unlink(missing_ok=True)
+    print(f"--overwrite: removed {', '.join(held)} from {out}")
+
+
+def check_sample_output(out: Path, overwrite: bool) -> Path:
+    """``out`` cleaned, after checking samples.npz and samples.png can be written there (before any sampling)."""
+    out = check_can_create(clean_path(out), "output folder")
+    for name in SAMPLE_FILES:
+        if (out / name).is_dir():
+            raise UsageError(f"{out / name} is a folder; remove it or choose another --out")
+    held = [name for name in SAMPLE_FILES if (out / name).exists()]
+    if held and not overwrite:
+        raise UsageError(f"{out} already holds {' and '.join(held)}; pass --overwrite to replace them, or choose "
+                         "another --out")
+    return out
+
+
+def write_samples(out: Path, images, pixels, **record) -> None:
+    """Write OUT/samples.npz (``images``: uint8 ``pixels``, and ``record``) and the grid OUT/samples.png together."""
+    import numpy as np
+
+    from .files import write_together
+    from .images import png_bytes
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_together({out / "samples.npz": lambda f: np.savez_compressed(f, images=pixels, **record),
+                    out / "samples.png": lambda f: f.write(png_bytes(images))})
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import RunConfig
+    from .device import DistInfo
+    from .files import RunLock
     from .training import Trainer
 
     given = _settings_given(args)
+    if "out" in given:
+        given["out"] = str(clean_path(Path(given["out"])))
+    resume = None
     if args.resume is not None:
-        if args.resume == "auto":
-            path = Path(given.get("out", RunConfig().out)) / "last.pt"
-        else:
-            path = Path(args.resume)
-            given.setdefault("out", str(path.parent))          # the file's own folder, never the one stored in it
-        check_writable_dir(Path(given["out"]) if "out" in given else path.parent, "output folder")
-        trainer = Trainer.resume(path, given)
-        if trainer.dist.is_main:
-            print(f"resumed {path} at step {trainer.step}")
+        resume = Path(given.get("out", RunConfig().out)) / "last.pt" if args.resume == "auto" else Path(args.resume)
+        given.setdefault("out", str(clean_path(resume.parent)))  # the file's own folder, never the one stored in it
     else:
-        config = RunConfig.from_dict(given)
-        check_writable_dir(Path(config.out), "output folder")
-        trainer = Trainer(config)
-    config = trainer.config
-    if trainer.step >= config.steps:
-        print(f"{config.out} is already at step {trainer.step} of {config.steps}; raise --steps to train on")
-        return 0
-    if trainer.dist.is_main and config.tensorboard:
-        print(f"watch it: tensorboard --logdir {Path(config.out) / 'tensorboard'}")
-    trainer.train()
+        RunConfig.from_dict(given).validate()                              # before any folder is made
+    out = Path(given.get("out", RunConfig().out))
+    main_process = DistInfo.from_env().is_main
+    with output_folder(out), RunLock(out) if main_process else contextlib.nullcontext():
+        if main_process:
+            prepare_run_folder(out, resume, args.overwrite)
+        if resume is not None:
+            trainer = Trainer.resume(resume, given)
+            if trainer.dist.is_main:
+                print(f"resumed {trainer.last_checkpoint[0]} at step {trainer.step}")
+        else:
+            trainer = Trainer(RunConfig.from_dict(given))
+        config = trainer.config
+        for caveat in config.caveats() if trainer.dist.is_main else []:
+            print(f"warning: {caveat}", file=sys.stderr)
+        if trainer.step >= config.steps:
+            print(f"{config.out} is already at step {trainer.step} of {config.steps}; raise --steps to train on")
+            return 0
+        check_training_memory(config)
+        if trainer.dist.is_main and config.tensorboard:
+            print(f"watch it: tensorboard --logdir {Path(config.out) / 'tensorboard'}")
+        trainer.train()
     if trainer.dist.is_main:
-        out = Path(config.out)
         print(f"done: step {trainer.step}, checkpoint {out / 'last.pt'}, log {out / 'log.csv'}")
     return 0
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
-    import numpy as np
+def check_training_memory(config) -> None:
+    """A UsageError when one batch's activations cannot fit in the device's free memory (a lower bound)."""
+    from .device import DistInfo, available_memory, resolve_device
+    from .unet import PRESETS, conv_output_bytes
 
+    device = resolve_device(config.device)
+    channels = 3 if config.dataset == "cifar10" else 1
+    per_image, _ = conv_output_bytes({**PRESETS[config.preset], "in_channels": channels})
+    needed = per_image * (config.batch_size // DistInfo.from_env().world_size)
+    available = available_memory(device)
+    if available is not None and needed > available:
+        raise UsageError(f"--batch-size {config.batch_size} needs at least {gigabytes(needed)} for the "
+                         f"{config.preset!r} model's activations, more than the {gigabytes(available)} free on "
+                         f"{device}; {MEMORY_HINTS['train']}")
+
+
+def check_sampling_memory(model, n: int, chunk_size: int | None, device) -> None:
+    """A UsageError when ``n`` images (three copies) and one chunk's largest activation cannot fit (a lower bound)."""
+    from .device import available_memory
+    from .sampling import default_chunk_size
+    from .unet import conv_output_bytes
+
+    _, largest = conv_output_bytes(model.config)
+    chunk = min(n, chunk_size or default_chunk_size(device))
+    needed = 3 * n * model.in_channels * model.image_size ** 2 * 4 + chunk * largest
+    available = available_memory(device)
+    if available is not None and needed > available:
+        raise UsageError(f"--n {n} needs at least {gigabytes(needed)}, more than the {gigabytes(available)} free on "
+                         f"{device}; {MEMORY_HINTS['sample']}")
+
+
+def gigabytes(n: float) -> str:
+    return f"{n / 1e9:,.1f} GB"
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
     from .checkpoint import SHIPPED, load_checkpoint, model_from_checkpoint
     from .data import to_uint8
-    from .images import save_grid
     from .sampling import ddpm_sample
     from .device import resolve_device
 
     device = resolve_device(args.device)
-    out = check_writable_dir(args.out, "output folder")
+    out = check_sample_output(args.out, args.overwrite)
     ckpt = load_checkpoint(args.checkpoint)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -218,14 +358,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if steps > schedule.T:
         raise UsageError(f"--steps {steps} is more than the {schedule.T} steps the model was trained with")
     shape = (args.n, model.in_channels, model.image_size, model.image_size)
+    check_sampling_memory(model, args.n, args.chunk_size, device)
     images = ddpm_sample(model, schedule, shape, seed=args.seed, variance=args.variance, steps=steps,
                          device=device, chunk_size=args.chunk_size, progress=args.progress)
     pixels = to_uint8(images).numpy()                                       # (N, C, H, W)
     if pixels.shape[1] == 1:
         pixels = pixels[:, 0]                                              # (N, H, W)
-    np.savez_compressed(out / "samples.npz", images=pixels, seed=args.seed, steps=steps,
-                        checkpoint=str(ckpt["path"]), variance=args.variance)
-    save_grid(images, out / "samples.png")
+    write_samples(out, images, pixels, seed=args.seed, steps=steps, checkpoint=str(ckpt["path"]),
+                  variance=args.variance)
     print(f"wrote {args.n} images ({steps} steps, seed {args.seed}) to {out / 'samples.png'} and {out / 'samples.npz'}")
     return 0
 
@@ -245,6 +385,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     from .data import to_model_range
     from .metrics import sample_quality
 
+    if args.samples.is_dir():
+        raise UsageError(f"{args.samples} is a folder; give the samples file in it, e.g. "
+                         f"{args.samples / 'samples.npz'}")
     if not args.samples.is_file():
         raise UsageError(f"samples file {args.samples} does not exist")
     try:
@@ -252,6 +395,13 @@ def cmd_metrics(args: argparse.Namespace) -> int:
             images = f["images"]
     except Exception:
         raise UsageError(f"{args.samples} is not a samples.npz with an 'images' array") from None
+    if images.ndim == 4 and images.shape[1] == 1:                          # (N, 1, H, W), channels first
+        images = images[:, 0]
+    elif images.ndim == 4 and images.shape[-1] == 1:                       # (N, H, W, 1), channels last
+        images = images[..., 0]
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise UsageError(f"{args.samples}: expected uint8 digit images (N, 32, 32) or (N, 1, 32, 32), got "
+                         f"{images.dtype} {images.shape}")
     report = sample_quality(to_model_range(images))
     print(json.dumps(report, indent=2))
     return 0
@@ -260,31 +410,75 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "bench": cmd_bench, "metrics": cmd_metrics}
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled as SIGINT: the command stops with a message saying what was written."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    raise Interrupted(signum)
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {str(message).splitlines()[0] if str(message) else category.__name__}", file=sys.stderr)
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(err, RuntimeError) and bool(re.search(r"can't allocate memory|out of memory", str(err), re.I))
+
+
+def _error_message(err: Exception, command: str | None) -> str:
+    """One line for an error the command could not handle itself."""
+    from .data import DatasetUnavailable
+    from .files import RunFolderBusy
+    from .monitor import TensorBoardMissing
+    from .training import TrainingDiverged
+
+    if _out_of_memory(err):
+        tried = re.search(r"allocate (\d+) bytes", str(err))
+        size = f" (it asked for {gigabytes(int(tried.group(1)))})" if tried else ""
+        return f"out of memory{size}; {MEMORY_HINTS.get(command, 'use less data')}"
+    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if not isinstance(err, (ValueError, DatasetUnavailable, TrainingDiverged, RunFolderBusy, TensorBoardMissing,
+                               OSError)):
+        message = f"{type(err).__name__}: {message} (run with --debug for the traceback)"
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    command = None
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupted) if in_main_thread else None
     try:
-        args = build_parser().parse_args(argv)
-        if args.command is None:
-            build_parser().print_help()
-            return EXIT_USAGE
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _print_warning
+            args = build_parser().parse_args(argv)
+            command = args.command
+            if command is None:
+                build_parser().print_help()
+                return EXIT_USAGE
+            return COMMANDS[command](args)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("error: interrupted; the last checkpoint written is intact", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:                                       # SIGINT, or SIGTERM (Interrupted)
+        signum = getattr(err, "signum", signal.SIGINT)
+        message = getattr(err, "message", None) or (f"interrupted ({signal.Signals(signum).name}); "
+                                                    f"{INTERRUPTED.get(command, 'nothing was written')}")
+        print(f"error: {message}", file=sys.stderr)
+        return 128 + signum
     except Exception as err:  # library errors become one line (ValueError, CheckpointError, ...)
         if debug:
             raise
-        from .data import DatasetUnavailable
-        from .monitor import TensorBoardMissing
-        from .training import TrainingDiverged
-
-        known = (ValueError, DatasetUnavailable, TrainingDiverged, TensorBoardMissing, OSError)
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if not isinstance(err, known):
-            message = f"{type(err).__name__}: {message} (run with --debug for the traceback)"
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {_error_message(err, command)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(err, ValueError) else EXIT_FAILURE
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm if previous_sigterm is not None else signal.SIG_DFL)

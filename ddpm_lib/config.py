@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import DATASETS
-from .schedule import SCHEDULES
+from .schedule import MAX_TIMESTEPS, SCHEDULES
 from .unet import PRESETS
 
 # Settings that must not change when a run is resumed: changing them would make it another run.
@@ -85,8 +85,8 @@ class RunConfig:
             (self.init_from is None or (isinstance(self.init_from, str) and self.init_from != ""),
              f"init-from must be a checkpoint path or a shipped model's name, got {self.init_from!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
-            (_is_int(self.timesteps) and 2 <= self.timesteps <= 100_000,
-             f"timesteps must be an integer from 2 to 100000, got {self.timesteps!r}"),
+            (_is_int(self.timesteps) and 2 <= self.timesteps <= MAX_TIMESTEPS,
+             f"timesteps must be an integer from 2 to {MAX_TIMESTEPS}, got {self.timesteps!r}"),
             (_is_int(self.steps) and self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}"),
             (_is_int(self.batch_size) and self.batch_size >= 1,
              f"batch-size must be an integer >= 1, got {self.batch_size!r}"),
@@ -125,6 +125,14 @@ class RunConfig:
                 raise ValueError(message)
         return self
 
+    def caveats(self) -> list[str]:
+        """Settings that are valid but probably not what was meant, each as one line."""
+        notes = []
+        if self.warmup_steps > self.steps:
+            notes.append(f"warmup-steps {self.warmup_steps} is more than steps {self.steps}: the learning rate never "
+                         f"gets past {self.steps / self.warmup_steps:.0%} of lr {self.lr:g}; lower --warmup-steps")
+        return notes
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
         """A RunConfig from a mapping of settings; unknown names are refused, naming the valid ones.
@@ -136,7 +144,10 @@ class RunConfig:
         values = dict(values)
         if "bf16" in values and "precision" not in values:
             legacy = values.pop("bf16")
-            values["precision"] = "auto" if legacy is True else "fp32" if legacy is False else legacy
+            if not isinstance(legacy, bool):
+                raise ValueError(f"bf16 must be true or false, got {legacy!r} (or use precision: auto, bf16, fp16 "
+                                 "or fp32)")
+            values["precision"] = "auto" if legacy else "fp32"
         names = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(names))
         if unknown:

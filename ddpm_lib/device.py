@@ -58,6 +58,26 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if native_bf16(device) else torch.float16
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that new tensors on ``device`` can use now (None when this cannot be told).
+
+    CUDA: the GPU's free memory. CPU: MemAvailable of /proc/meminfo (Linux), else the physical memory.
+    """
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 @dataclass
 class DistInfo:
     """Where this process sits in a torchrun job (world_size 1 when run alone)."""

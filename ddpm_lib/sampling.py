@@ -9,6 +9,7 @@ the images do not depend on the chunk size. Nothing is copied to the host until 
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -86,6 +87,17 @@ def check_labels(labels: Tensor | int | Sequence[int] | None, n: int, model: Cal
     return y
 
 
+def check_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
+    """``shape`` as a tuple of four whole numbers >= 1 (N, C, H, W); ValueError otherwise (2.7 is not 2)."""
+    try:
+        shape = tuple(operator.index(s) for s in shape)
+    except TypeError:
+        raise ValueError(f"shape must be four whole numbers (N, C, H, W), got {tuple(shape)}") from None
+    if len(shape) != 4 or min(shape) < 1:
+        raise ValueError(f"shape must be (N, C, H, W) with every entry >= 1, got {shape}")
+    return shape
+
+
 def default_chunk_size(device: torch.device) -> int:
     """Images per model call: small on the CPU (cache-friendly), large on a GPU (occupancy)."""
     return 1024 if device.type == "cuda" else 64
@@ -132,9 +144,7 @@ def ddpm_sample(model: Model, schedule: NoiseSchedule, shape: Sequence[int], *, 
         The images (N, C, H, W) in [-1, 1] on ``device``; with ``trajectory_steps``, also the
         :class:`Trajectory`.
     """
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 4 or min(shape) < 1:
-        raise ValueError(f"shape must be (N, C, H, W) with every entry >= 1, got {shape}")
+    shape = check_shape(shape)
     if device is None:
         param = next(iter(getattr(model, "parameters", lambda: iter(()))()), None)
         device = param.device if param is not None else schedule.device
@@ -142,9 +152,9 @@ def ddpm_sample(model: Model, schedule: NoiseSchedule, shape: Sequence[int], *, 
     if steps is not None:
         schedule = schedule.respace(steps)
     schedule = schedule.to(device)
-    chunk = chunk_size or default_chunk_size(device)
-    if chunk < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk}")
+    chunk = default_chunk_size(device) if chunk_size is None else chunk_size
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk_size must be a whole number >= 1 (or None for the default), got {chunk!r}")
     if generator is None:
         generator = make_generator(seed, device)
     elif seed is not None:
@@ -161,6 +171,8 @@ def ddpm_sample(model: Model, schedule: NoiseSchedule, shape: Sequence[int], *, 
     else:
         if tuple(x_T.shape) != shape:
             raise ValueError(f"x_T has shape {tuple(x_T.shape)}, expected {shape}")
+        if not bool(torch.isfinite(x_T).all()):
+            raise ValueError("x_T contains NaN or infinite values")
         x = x_T.to(device=device, dtype=torch.float32).clone()
     x = x.contiguous(memory_format=memory_format)
     kept_x, kept_x0 = [], []

@@ -25,6 +25,7 @@ from torch import Tensor
 
 VARIANCES = ("beta", "posterior")                                          # see model_variance
 SCHEDULES = ("linear", "cosine")                                           # see from_name
+MAX_TIMESTEPS = 100_000                                                    # T beyond this is a mistake, not a model
 
 
 def linear_betas(T: int, beta_start: float, beta_end: float) -> Tensor:
@@ -55,8 +56,11 @@ class NoiseSchedule:
         betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
         if betas.numel() < 1:
             raise ValueError("a noise schedule needs at least one beta")
-        if not bool(((betas > 0) & (betas <= 1)).all()):
-            raise ValueError("every beta must lie in (0, 1]")
+        if not bool(((betas > 0) & (betas < 1)).all()):
+            raise ValueError("every beta must lie in (0, 1): a beta of 1 makes alphas_cumprod 0 and the "
+                             "coefficients that divide by it infinite")
+        if betas.numel() > MAX_TIMESTEPS:
+            raise ValueError(f"a noise schedule has at most {MAX_TIMESTEPS} steps, got {betas.numel()}")
         self.kind = kind
         self.params = dict(params or {})
         self.T = int(betas.numel())
@@ -83,6 +87,14 @@ class NoiseSchedule:
             torch.cat([pv1.reshape(1), self.posterior_variance[1:]]))
         self.posterior_mean_coef1 = betas * self.alphas_cumprod_prev.sqrt() / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * self.alphas.sqrt() / (1.0 - self.alphas_cumprod)
+        self._check_finite()
+
+    def _check_finite(self) -> None:
+        """Raise ValueError when a coefficient is infinite or NaN (alphas_cumprod fell to 0: betas too large)."""
+        for name, value in vars(self).items():
+            if isinstance(value, Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise ValueError(f"these betas make {name} infinite or NaN (alphas_cumprod falls to "
+                                 f"{float(self.alphas_cumprod[-1]):.3g}); use smaller betas or fewer steps")
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -98,6 +110,8 @@ class NoiseSchedule:
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> "NoiseSchedule":
         """Nichol & Dhariwal's cosine schedule (improved DDPM, eq. 17), betas clipped at 0.999."""
         _check_T(T)
+        if not 0 < max_beta < 1 or not 0 <= s < 1:
+            raise ValueError(f"need 0 < max_beta < 1 and 0 <= s < 1, got max_beta={max_beta} and s={s}")
         return cls(cosine_betas(T, s, max_beta), kind="cosine", params={"T": T, "s": s, "max_beta": max_beta})
 
     @classmethod
@@ -316,5 +330,5 @@ class NoiseSchedule:
 
 
 def _check_T(T: int) -> None:
-    if not isinstance(T, int) or T < 1:
-        raise ValueError(f"T must be a positive integer, got {T!r}")
+    if isinstance(T, bool) or not isinstance(T, int) or not 1 <= T <= MAX_TIMESTEPS:
+        raise ValueError(f"T must be an integer from 1 to {MAX_TIMESTEPS}, got {T!r}")

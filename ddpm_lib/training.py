@@ -14,10 +14,14 @@ scalars and grids of samples along the way (:mod:`ddpm_lib.monitor`). The run's 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import os
+import signal
+import threading
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -30,6 +34,7 @@ from .config import RunConfig, check_same_run, resume_config
 from .data import check_images, check_labels, fingerprint, load_dataset
 from .device import DistInfo, autocast_dtype, resolve_device
 from .ema import EMA, unwrap
+from .files import RunLock, remove_stale_temporaries, temporary_name, write_failure
 from .losses import ddpm_loss
 from .monitor import RunMonitor
 from .schedule import NoiseSchedule
@@ -38,8 +43,20 @@ from .unet import UNet
 LOG_FIELDS = ("step", "loss", "grad_norm", "lr", "ema_decay", "skipped", "img_per_s", "elapsed_s")
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class TrainingDiverged(RuntimeError):
     """The loss was not finite for too many steps in a row."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT or SIGTERM; ``message`` says what was saved, ``signum`` which signal it was."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.message = message
+        self.signum = signum
 
 
 def lr_factor(step: int, config: RunConfig) -> float:
@@ -75,45 +92,108 @@ class CsvLog:
         self.fields = fields
 
     def append(self, rows: list[dict]) -> None:
-        """Append rows, writing the header first when the file is new or empty."""
+        """Append rows, writing the header first when the file is new or empty. Never writes through a link."""
         if not rows:
             return
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            with open(fd, "a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+                if os.fstat(fd).st_size == 0:
+                    writer.writeheader()
+                writer.writerows(rows)
+        except OSError as err:
+            self._refuse_link()
+            raise write_failure(err, self.path, "its earlier rows are intact (a resume repairs a cut row)") from None
 
-    def truncate(self, step: int) -> int:
+    def _refuse_link(self) -> None:
+        if self.path.is_symlink():
+            raise ValueError(f"{self.path} is a symbolic link; the log is written only to a plain file: remove the "
+                             "link, or choose another --out")
+
+    def repair(self, step: int) -> str | None:
         """Keep the well-formed rows up to ``step`` (a killed run may have logged past its checkpoint).
 
-        Rows that cannot be read (a cut-off last line, a file that lost its header) are dropped; the file is
-        rewritten atomically with a header. Returns how many rows were dropped.
+        Rows that cannot be read (a row cut off by a full disk, a file that lost its header) are dropped, a step
+        logged twice keeps its last row, and the file is rewritten atomically with a header. Returns a one-line
+        note when the log was damaged (None when it was only cut back to ``step``, the usual case after a kill).
         """
+        self._refuse_link()
         if not self.path.exists():
-            return 0
-        kept, dropped = [], 0
+            return None
+        remove_stale_temporaries(self.path)
         with open(self.path, newline="") as f:
-            lines = [line for line in csv.reader(f)]
-        if lines and lines[0] == list(self.fields):
-            lines = lines[1:]
-        for line in lines:
+            lines = list(csv.reader(f))
+        has_header = bool(lines) and lines[0] == list(self.fields)
+        kept, unreadable, repeated = {}, 0, 0
+        for line in lines[1:] if has_header else lines:
             row = dict(zip(self.fields, line))
             try:
-                ok = len(line) == len(self.fields) and int(row["step"]) <= step
+                ok = len(line) == len(self.fields) and int(row["step"]) >= 1
                 float(row["loss"])
             except ValueError:
                 ok = False
-            kept.append(row) if ok else None
-            dropped += not ok
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
+            if not ok:
+                unreadable += 1
+            elif int(row["step"]) <= step:
+                repeated += int(row["step"]) in kept
+                kept[int(row["step"])] = row
+        tmp = temporary_name(self.path)
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.fields)
             writer.writeheader()
-            writer.writerows(kept)
+            writer.writerows(kept[k] for k in sorted(kept))
         os.replace(tmp, self.path)
-        return dropped
+        missing = [k for k in range(1, step + 1) if k not in kept]
+        problems = ([f"dropped {unreadable} unreadable row(s)"] if unreadable else []) + \
+                   (["restored its header"] if lines and not has_header else []) + \
+                   ([f"kept the last of {repeated} repeated step(s)"] if repeated else []) + \
+                   ([f"step(s) {_spans(missing)} are missing from it"] if missing else [])
+        if not problems:
+            return None
+        return f"{self.path} was damaged: {'; '.join(problems)}; it now holds the readable rows up to step {step}"
+
+
+def _spans(numbers: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7' (at most five spans, then '...')."""
+    spans: list[list[int]] = []
+    for n in numbers:
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    text = [f"{a}-{b}" if a != b else f"{a}" for a, b in spans[:5]]
+    return ", ".join(text) + (", ..." if len(spans) > 5 else "")
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM ask the training loop to stop at the next step boundary.
+
+    ``signum`` is the signal received (None until then). A second signal stops at once (KeyboardInterrupt).
+    Only in the main thread of a lone process: elsewhere (another thread; torchrun, where each process would
+    stop at a different step) the signals keep their usual effect.
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if self.enabled:
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.getsignal(signum)
+                signal.signal(signum, self._note)
+        return self
+
+    def _note(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 class Trainer:
@@ -122,7 +202,13 @@ class Trainer:
     Give ``model`` or ``data`` (float images (N, C, 32, 32) in [-1, 1]) to use your own instead of the
     config's preset and data set. Under ``torchrun`` it wraps the model in DistributedDataParallel,
     gives each process its own shard of the data and lets process 0 alone write files.
+
+    While it trains it holds the lock of its output folder (:class:`~ddpm_lib.files.RunLock`), and SIGINT or
+    SIGTERM stop it between two steps: it saves a checkpoint when the last one is more than
+    ``save_on_stop_after`` steps old, then raises :class:`TrainingInterrupted`.
     """
+
+    save_on_stop_after = 10
 
     def __init__(self, config: RunConfig, *, model: nn.Module | None = None, data: Tensor | None = None,
                  labels: Tensor | None = None):
@@ -172,6 +258,7 @@ class Trainer:
                                            weight_decay=config.weight_decay, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, self.config))
         self.step = 0
+        self.last_checkpoint: tuple[Path, int] | None = None              # (file, step) this run can resume from
         self.skipped_steps = 0                                             # non-finite steps skipped in all
         self._bad_in_a_row = 0
         # Data indices, timesteps and noise come from this generator; dropout from torch's global RNG.
@@ -274,8 +361,8 @@ class Trainer:
                 self.flush_log()
                 raise TrainingDiverged(
                     f"the loss was not finite for {self._bad_in_a_row} steps in a row (up to step {r['step']}); "
-                    f"those steps were skipped, so the weights are the last good ones and so is the checkpoint "
-                    f"{self.out / 'last.pt'}; try a lower --lr (now {self.config.lr})")
+                    f"those steps were skipped, so the weights are the last good ones; {self.checkpoint_note()}; "
+                    f"try a lower --lr (now {self.config.lr})")
         self._log_buffer.extend(out)
         return out
 
@@ -284,8 +371,18 @@ class Trainer:
         """Run until ``steps`` (default ``config.steps``) steps are done; checkpoints as configured.
 
         Numbers are read back from the device every ``log_every`` steps. Returns the log rows of the steps
-        run by this call (also appended to OUT/log.csv).
+        run by this call (also appended to OUT/log.csv). Holds the output folder's lock meanwhile; SIGINT or
+        SIGTERM stop it between two steps (see the class docstring).
         """
+        with self.folder_lock(), StopSignals(enabled=self.dist.world_size == 1) as self._signals:
+            try:
+                return self._train_loop(steps)
+            except KeyboardInterrupt as err:                               # mid-step: nothing more is saved
+                if isinstance(err, TrainingInterrupted):
+                    raise
+                raise TrainingInterrupted(self._interrupted_message(signal.SIGINT, saved=False)) from None
+
+    def _train_loop(self, steps: int | None = None) -> list[dict]:
         target = self.config.steps if steps is None else steps
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -295,7 +392,7 @@ class Trainer:
         bar = tqdm(total=target, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
                    disable=not (self.config.progress and self.dist.is_main))
         try:
-            while self.step < target:
+            while self.step < target and self._signals.signum is None:
                 self.train_step()
                 bar.update(1)
                 if self.step % self.config.log_every == 0 or self.step == target:
@@ -307,12 +404,46 @@ class Trainer:
                 if self.step % self.config.checkpoint_every == 0 or self.step == target:
                     rows.extend(self.collect())
                     self.save_checkpoint()
+            if self._signals.signum is not None and self.step < target:
+                rows.extend(self.collect())
+                self._stop(self._signals.signum)
         finally:
             bar.close()
             rows.extend(self.collect())
             self.flush_log()
             self.monitor.close()
         return rows
+
+    def folder_lock(self) -> contextlib.AbstractContextManager:
+        """The lock of the output folder (process 0 only; the others write nothing)."""
+        return RunLock(self.out) if self.dist.is_main else contextlib.nullcontext()
+
+    def _stop(self, signum: int) -> None:
+        """After SIGINT/SIGTERM between two steps: save a checkpoint if the last is old, raise TrainingInterrupted."""
+        saved_step = self.last_checkpoint[1] if self.last_checkpoint is not None else 0
+        saved = self.step - saved_step > self.save_on_stop_after
+        if saved:
+            self.save_checkpoint()
+        raise TrainingInterrupted(self._interrupted_message(signum, saved), signum)
+
+    def _interrupted_message(self, signum: int, saved: bool) -> str:
+        what = f"interrupted ({signal.Signals(signum).name}) at step {self.step}"
+        if saved:
+            return f"{what}; saved {self.last_checkpoint[0]} there; continue with {self._resume_flag()}"
+        if self.last_checkpoint is None:
+            return f"{what}, before the first checkpoint: no checkpoint was saved"
+        return f"{what}; {self.checkpoint_note()}; continue with {self._resume_flag()}"
+
+    def checkpoint_note(self) -> str:
+        """Which checkpoint this run can continue from, in words."""
+        if self.last_checkpoint is None:
+            return "no checkpoint was written yet"
+        path, step = self.last_checkpoint
+        return f"the last checkpoint, {path} (step {step}), is intact"
+
+    def _resume_flag(self) -> str:
+        path = self.last_checkpoint[0]
+        return "--resume" if Path(path).resolve() == (self.out / "last.pt").resolve() else f"--resume {path}"
 
     # ------------------------------------------------------------------ files
     def flush_log(self) -> None:
@@ -343,18 +474,37 @@ class Trainer:
                 "torch_version": str(torch.__version__)}
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
-        """Write OUT/last.pt (or ``path``) atomically; only process 0 writes."""
-        path = Path(path) if path is not None else self.out / "last.pt"
+        """Write OUT/last.pt (or ``path``) atomically; only process 0 writes.
+
+        OUT/last.pt's previous version is kept as OUT/prev.pt (also atomically), so a damaged last.pt has a
+        fall-back (:func:`~ddpm_lib.checkpoint.load_checkpoint_or_previous`).
+        """
+        last = self.out / "last.pt"
+        path = Path(path) if path is not None else last
         self.collect()                                                     # the log and counters up to now
         if self.dist.world_size > 1:
             self._check_in_sync()
         state = self.state()                                               # collective under torchrun
         if self.dist.is_main:
             self.flush_log()
-            ckpt_io.atomic_save(state, path)
+            ckpt_io.atomic_save(state, path, previous=self._previous_name(path))
         if self.dist.world_size > 1:
             dist.barrier()
+        self.last_checkpoint = (path, self.step)
         return path
+
+    def _previous_name(self, path: Path) -> Path | None:
+        """Where atomic_save keeps the last.pt it replaces: OUT/prev.pt, if that last.pt is one this run wrote or
+        resumed from (not a damaged file that a resume fell back from, nor another run's file)."""
+        last, prev = (self.out / "last.pt").resolve(), (self.out / "prev.pt").resolve()
+        known = Path(self.last_checkpoint[0]).resolve() if self.last_checkpoint is not None else None
+        if Path(path).resolve() != last:
+            return None
+        if known == last:
+            return prev
+        if known != prev:                                                  # a prev.pt not of this run
+            prev.unlink(missing_ok=True)
+        return None
 
     def load_state(self, ckpt: dict) -> None:
         """Continue from a training checkpoint, after checking it belongs to this run."""
@@ -366,10 +516,14 @@ class Trainer:
         if ckpt.get("world_size", 1) != self.dist.world_size:
             raise ckpt_io.CheckpointError(f"{name} was written by {ckpt.get('world_size', 1)} process(es), "
                                           f"not {self.dist.world_size}")
-        unwrap(self.model).load_state_dict(ckpt["model"])
-        self.ema.load_state_dict(ckpt["ema"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        try:
+            unwrap(self.model).load_state_dict(ckpt["model"])
+            self.ema.load_state_dict(ckpt["ema"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as err:
+            raise ckpt_io.CheckpointError(f"{name} does not fit this run's model or optimizer "
+                                          f"({ckpt_io.reason(err)})") from None
         if self.scaler is not None and "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
@@ -379,22 +533,33 @@ class Trainer:
         self.generator.set_state(rng["generator"].cpu())
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
-        self._truncate_log()
+        self.last_checkpoint = (Path(ckpt["path"]), self.step) if "path" in ckpt else None
+        self._repair_log()
 
-    def _truncate_log(self) -> None:
-        """Drop log rows written after the checkpoint (by a run that was killed before its next one)."""
-        if self.dist.is_main:
-            self.dropped_log_rows = self.log.truncate(self.step)
+    def _repair_log(self) -> None:
+        """Cut the log back to the checkpoint's step (a killed run logs past it) and repair a damaged one."""
+        if self.dist.is_main and self.log.path.exists():
+            with self.folder_lock():
+                note = self.log.repair(self.step)
+            if note:
+                warnings.warn(note, stacklevel=3)
 
     @classmethod
     def resume(cls, checkpoint: str | Path | dict, overrides: dict | None = None, **kwargs) -> "Trainer":
         """A Trainer continuing the run saved in ``checkpoint`` (a path or a loaded checkpoint).
 
+        A run's last.pt that is missing or damaged is replaced by its prev.pt, with a warning saying so.
+
         ``overrides`` may change what does not make it another run (``steps``, ``out``, ``lr_decay_steps``,
         ...; see :func:`~ddpm_lib.config.resume_config`, which refuses the rest before any data is loaded).
         ``kwargs`` go to the constructor (``data=``, ``labels=``, ``model=``).
         """
-        ckpt = checkpoint if isinstance(checkpoint, dict) else ckpt_io.load_checkpoint(checkpoint)
+        if isinstance(checkpoint, dict):
+            ckpt = checkpoint
+        else:
+            ckpt, note = ckpt_io.load_checkpoint_or_previous(checkpoint)
+            if note:
+                warnings.warn(note, stacklevel=2)
         config = resume_config(ckpt, overrides)
         # The weights come from the checkpoint: the run's init_from (kept in its settings) is not read again.
         trainer = cls(dataclasses.replace(config, init_from=None), **kwargs)

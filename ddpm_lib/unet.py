@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from .schedule import MAX_TIMESTEPS
+
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     """Sinusoidal embedding of integer timesteps (Vaswani et al. 2017): (B,) -> (B, dim).
@@ -133,6 +135,25 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def conv_output_bytes(config: dict) -> tuple[int, int]:
+    """Float32 bytes of one image's convolution outputs in a UNet built from ``config``: (all of them, the largest).
+
+    A lower bound on memory per image: training keeps every convolution's output for the backward pass (the
+    first number), and any forward pass holds at least the largest (the second). Computed on the meta device,
+    so nothing is allocated, whatever the sizes.
+    """
+    with torch.device("meta"):
+        model = UNet(**config)
+    sizes: list[int] = []
+    hooks = [m.register_forward_hook(lambda m, i, out: sizes.append(out.numel() * 4))
+             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    size = model.image_size
+    model(torch.zeros(1, model.in_channels, size, size, device="meta"), torch.zeros(1, dtype=torch.long, device="meta"))
+    for hook in hooks:
+        hook.remove()
+    return sum(sizes), max(sizes)
+
+
 class UNet(nn.Module):
     """eps_theta(x_t, t) for images of shape (B, C, H, W) with H = W = ``image_size``.
 
@@ -233,6 +254,7 @@ class UNet(nn.Module):
                              f"{self.image_size}), got {tuple(x.shape)}")
         if t.dim() != 1 or t.shape[0] != x.shape[0]:
             raise ValueError(f"expected t of shape ({x.shape[0]},), got {tuple(t.shape)}")
+        self._check_inputs(x, t)
         temb = self.time_mlp(timestep_embedding(t, self.time_embed_dim).to(x.dtype))   # (B, 4 * base)
         if self.label_embed is not None:
             if y is None:
@@ -255,6 +277,17 @@ class UNet(nn.Module):
             h = level(h, temb)
             h = torch.cat([up(h), skips.pop()], dim=1)                     # (B, w/2 + c_skip, 2H, 2W)
         return self.out(h)                                                 # (B, C, H, W)
+
+    def _check_inputs(self, x: Tensor, t: Tensor) -> None:
+        """Integer timesteps in 0..MAX_TIMESTEPS-1 (checked on the host only), images in the weights' dtype."""
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"t must hold integer timesteps, got dtype {t.dtype} (use t.long())")
+        if t.device.type == "cpu" and t.numel() and (int(t.min()) < 0 or int(t.max()) >= MAX_TIMESTEPS):
+            raise ValueError(f"t must lie in 0..{MAX_TIMESTEPS - 1}, got values from {int(t.min())} to {int(t.max())}")
+        weight = self.stem.weight
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(f"the images are {x.dtype} but the model's weights are {weight.dtype}; convert one to the "
+                             f"other (x.to({weight.dtype}) or model.to({x.dtype}))")
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -53,7 +53,7 @@ def cli_sample(checkpoint: Path | None, out: Path, n: int, steps: int | None,
                seed: int = 0) -> tuple[np.ndarray, float]:
     """Run `python -m ddpm_lib sample` as a reader would; returns the images and the wall time."""
     cmd = [sys.executable, "-m", "ddpm_lib", "sample", "--n", str(n), "--seed", str(seed), "--out", str(out),
-           "--no-progress"]
+           "--no-progress", "--overwrite"]
     if checkpoint is not None:
         cmd += ["--checkpoint", str(checkpoint)]
     if steps is not None:

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,3 +112,217 @@ def test_resume_refuses_a_weights_file_and_another_run(tmp_path, trained):
     result = run("train", "--resume", trained / "last.pt", "--out", tmp_path / "r2", "--steps", 9,
                  "--batch-size", 16, "--no-progress")
     assert result.returncode != 0 and "belongs to another run: batch_size=8 (now 16)" in result.stderr
+
+
+# ---------------------------------------------------------------- issue 19: nothing lost or overwritten silently
+TRAIN = ["--batch-size", "8", "--device", "cpu", "--no-progress"]
+
+
+def one_line(args, capsys, cwd=None, monkeypatch=None):
+    """Run the command line in this process; its exit status and stderr's lines."""
+    from ddpm_lib.cli import main
+
+    if cwd is not None:
+        monkeypatch.chdir(cwd)
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, [line for line in captured.err.splitlines() if line.strip()], captured.out
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path):
+    """A private copy of the 4-step run (other tests continue the original)."""
+    import shutil
+
+    return Path(shutil.copytree(trained, tmp_path / "run"))
+
+
+def test_train_refuses_to_replace_a_run_unless_told(run_copy, capsys):
+    """Issue 19.1: `train --out EXISTING_RUN` without --resume replaced a finished run (step 4 -> 2) and its log."""
+    before = (run_copy / "last.pt").read_bytes()
+    code, err, _ = one_line(["train", "--steps", 2, *TRAIN, "--out", run_copy], capsys)
+    assert code == 2 and err == [f"error: {run_copy} already holds a run (last.pt, prev.pt, log.csv); continue it "
+                                 "with --resume, choose a new --out, or pass --overwrite to replace it"]
+    assert (run_copy / "last.pt").read_bytes() == before
+    code, err, out = one_line(["train", "--steps", 2, "--warmup-steps", 1, *TRAIN, "--out", run_copy, "--overwrite"],
+                              capsys)
+    assert code == 0 and "--overwrite: removed last.pt, prev.pt, log.csv" in out
+    assert load_checkpoint(run_copy / "last.pt")["step"] == 2
+    assert (run_copy / "log.csv").read_text().splitlines()[1:][0].startswith("1,") and \
+        len((run_copy / "log.csv").read_text().splitlines()) == 3          # header and steps 1-2, nothing older
+
+
+def test_a_folder_holding_only_a_log_is_not_sent_to_resume(tmp_path, capsys):
+    """A run interrupted before its first checkpoint leaves only log.csv: --resume cannot help there."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "log.csv").write_text("step,loss\n1,0.9\n")
+    code, err, _ = one_line(["train", "--steps", 1, *TRAIN, "--out", tmp_path / "r"], capsys)
+    assert code == 2 and err == [f"error: {tmp_path / 'r'} holds the log.csv of a run that saved no checkpoint; pass "
+                                 "--overwrite to start again there, or choose a new --out"]
+
+
+def test_resume_writes_beside_the_file_and_never_into_another_run(run_copy, tmp_path, capsys):
+    """Issue 19.2 (fixed on main, checked here): resuming a backup copy overwrote the run it was copied from."""
+    import shutil
+
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    shutil.copy(run_copy / "last.pt", backups / "x.pt")
+    before = (run_copy / "last.pt").read_bytes()
+    steps = load_checkpoint(backups / "x.pt")["step"] + 1
+    code, err, _ = one_line(["train", "--resume", backups / "x.pt", "--steps", steps, "--no-progress"], capsys)
+    assert code == 0, err
+    assert load_checkpoint(backups / "last.pt")["step"] == steps and (run_copy / "last.pt").read_bytes() == before
+    code, err, _ = one_line(["train", "--resume", backups / "x.pt", "--out", run_copy, "--steps", steps], capsys)
+    assert code == 2 and err == [f"error: {run_copy} already holds a run (last.pt, prev.pt, log.csv); continuing "
+                                 f"{backups / 'x.pt'} there would mix two runs: choose a new --out, or pass "
+                                 "--overwrite to replace it"]
+
+
+def test_resume_falls_back_to_prev_when_last_is_damaged(run_copy, capsys):
+    """Issue 19.4: a corrupt last.pt loaded silently; now it is refused and --resume uses prev.pt, saying so."""
+    from test_training import flip_bytes
+
+    last, prev = load_checkpoint(run_copy / "last.pt")["step"], load_checkpoint(run_copy / "prev.pt")["step"]
+    flip_bytes(run_copy / "last.pt")
+    code, err, out = one_line(["train", "--resume", "--out", run_copy, "--steps", last], capsys)
+    (note,) = [line for line in err if "corrupt" in line]
+    assert code == 0 and note.startswith(f"warning: {run_copy / 'last.pt'} is corrupt (")
+    assert note.endswith(f"; resuming from {run_copy / 'prev.pt'} (step {prev}) instead")
+    assert f"resumed {run_copy / 'prev.pt'} at step {prev}" in out
+    assert load_checkpoint(run_copy / "last.pt")["step"] == last
+
+
+def test_a_dotdot_out_creates_no_unused_folder(tmp_path, monkeypatch, capsys):
+    """Issue 19: `--out a/../b` created the folder a, then wrote to b."""
+    code, err, _ = one_line(["train", "--steps", 1, "--warmup-steps", 1, *TRAIN, "--out", "a/../b"], capsys,
+                            cwd=tmp_path, monkeypatch=monkeypatch)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_warmup_longer_than_the_run_is_said(tmp_path, capsys):
+    """Issue 19: `--warmup-steps 100 --steps 2` never let the learning rate pass 2% of --lr, silently."""
+    code, err, _ = one_line(["train", "--steps", 2, "--warmup-steps", 100, *TRAIN, "--out", tmp_path / "w"], capsys)
+    assert code == 0 and err == ["warning: warmup-steps 100 is more than steps 2: the learning rate never gets past "
+                                 "2% of lr 0.0002; lower --warmup-steps"]
+
+
+@pytest.mark.parametrize("yaml_text, expected", [
+    ('bf16: "false"\n', "bf16 must be true or false, got 'false'"),
+    ('channels_last: "no"\n', "channels-last must be true or false, got 'no'"),
+    ('compile: "yes"\n', "compile must be true or false, got 'yes'"),
+    ("lr: 1.0e-4\nsteps: 3\nlr: 5.0e-4\n", "setting(s) given twice: lr"),
+    ("timesteps: 100000000\n", "timesteps must be an integer from 2 to 100000, got 100000000"),
+    ("grad_clip: .inf\n", "grad-clip must be a positive number, got inf"),
+], ids=["bf16-string", "channels-last-string", "compile-string", "duplicate-key", "huge-timesteps", "inf-grad-clip"])
+def test_yaml_settings_that_were_accepted_wrongly_are_one_line(yaml_text, expected, tmp_path, capsys):
+    """Issue 19 (fixed on main in config.py, checked here at the command line): no run, no folder."""
+    config = tmp_path / "run.yml"
+    config.write_text(yaml_text)
+    code, err, _ = one_line(["train", "--config", config, "--out", tmp_path / "r"], capsys)
+    assert code == 2 and len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
+def test_yaml_lr_without_a_dot_is_a_number(tmp_path, capsys):
+    """Issue 19 (fixed on main): YAML reads `lr: 2e-4` as a string; it must work as on the command line."""
+    config = tmp_path / "run.yml"
+    config.write_text(f"lr: 3e-4\nsteps: 1\nwarmup_steps: 1\nbatch_size: 4\ndevice: cpu\nprogress: false\n"
+                      f"out: {tmp_path / 'r'}\n")
+    code, err, _ = one_line(["train", "--config", config], capsys)
+    assert code == 0, err
+    assert load_checkpoint(tmp_path / "r" / "last.pt")["config"]["lr"] == 3e-4
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["train", "--seed", 2**63], "train: argument --seed: must be at most 9223372036854774, got 9223372036854775808"),
+    (["sample", "--seed", 2**64], "sample: argument --seed: must be at most 18446744073709551615"),
+    (["train", "--steps", 2, "--warmup-steps", 1, "--batch-size", 10**6, "--device", "cpu"],
+     "--batch-size 1000000 needs at least 1,036.3 GB for the 'tiny' model's activations, more than the"),
+    (["sample", "--n", 10**9, "--device", "cpu"], "--n 1000000000 needs at least"),
+], ids=["train-seed", "sample-seed", "huge-batch", "huge-n"])
+def test_sizes_out_of_range_are_refused_up_front(args, expected, tmp_path, monkeypatch, capsys):
+    """Issue 19: `--seed 2**63` -> 'Overflow when unpacking long long'; huge --n / --batch-size -> allocator errors."""
+    code, err, _ = one_line(args, capsys, cwd=tmp_path, monkeypatch=monkeypatch)
+    assert code == 2 and len(err) == 1 and expected in err[0], err
+    assert "lower --" in err[0] or "seed" in err[0]
+    assert list(tmp_path.iterdir()) == []                                  # nothing written, no folder made
+
+
+def test_running_out_of_memory_is_one_line_that_says_what_to_lower(tmp_path, monkeypatch, capsys):
+    """Issue 19: an allocation that fails anyway gave the raw allocator message."""
+    import ddpm_lib.sampling
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 4096000000000 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(ddpm_lib.sampling, "ddpm_sample", no_memory)
+    code, err, _ = one_line(["sample", "--n", 2, "--steps", 2, "--device", "cpu", "--out", tmp_path / "s"], capsys)
+    assert code == 1 and err == ["error: out of memory (it asked for 4,096.0 GB); lower --n or --chunk-size"]
+
+
+def test_metrics_names_a_folder_and_reads_channels_first_digits(tmp_path, capsys):
+    """Issue 19: `metrics FOLDER` said 'does not exist'; a (N, 1, 32, 32) array was read as channels-last."""
+    code, err, _ = one_line(["metrics", tmp_path], capsys)
+    assert code == 2 and err == [f"error: {tmp_path} is a folder; give the samples file in it, e.g. "
+                                 f"{tmp_path / 'samples.npz'}"]
+    np.savez(tmp_path / "chw.npz", images=np.zeros((4, 1, 32, 32), np.uint8))
+    code, err, out = one_line(["metrics", tmp_path / "chw.npz"], capsys)
+    assert code == 0 and err == [] and '"n": 4' in out
+
+
+def edited(run, tmp_path, name, edit):
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, tmp_path / name)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda c: c.__setitem__("config", [1]), "is damaged: its 'config' should be a mapping"),
+    (lambda c: c.pop("schedule"), "is incomplete: it has no 'schedule'"),
+    (lambda c: c["model_config"].__setitem__("base_channels", 10**6),
+     "has an unusable model_config (base_channels=1000000 is not a whole number from 1 to 4096)"),
+    (lambda c: c["model_config"].__setitem__("base_channels", 64),
+     "weights do not fit its model_config (first difference:"),
+    (lambda c: c["schedule"].__setitem__("T", 10**9),
+     "has an unusable noise schedule (T must be an integer from 1 to 100000, got 1000000000)"),
+], ids=["config-not-a-mapping", "no-schedule", "absurd-width", "wrong-width", "huge-T"])
+def test_edited_checkpoints_are_refused_before_anything_is_built(trained, tmp_path, edit, expected, capsys):
+    """Issue 19: edited checkpoints gave TypeError/KeyError or tried to allocate terabytes."""
+    path = edited(trained, tmp_path, "edited.pt", edit)
+    code, err, _ = one_line(["sample", "--checkpoint", path, "--n", 1, "--steps", 1, "--device", "cpu",
+                             "--out", tmp_path / "s"], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {path}") and expected in err[0], err
+
+
+def test_python_objects_in_a_checkpoint_are_named_in_a_whole_message(tmp_path, capsys):
+    """Issue 19: errors were cut mid-word at 120 characters (and told how to load the file unsafely)."""
+    torch.save({"format": "ddpm_lib-checkpoint", "payload": os.system}, tmp_path / "evil.pt")
+    code, err, _ = one_line(["sample", "--checkpoint", tmp_path / "evil.pt", "--out", tmp_path / "s"], capsys)
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(f"error: {tmp_path / 'evil.pt'} is not a ddpm_lib checkpoint: it holds Python objects, "
+                             "which are not loaded for safety (") and "GLOBAL" in err[0] and err[0].endswith(")")
+
+
+def test_sample_never_replaces_samples_silently_and_writes_the_pair_together(trained, tmp_path, capsys):
+    """Issue 19: `sample --out` replaced samples.npz/png silently; a folder named samples.png split the pair."""
+    args = ["sample", "--checkpoint", trained / "last.pt", "--n", 2, "--steps", 2, "--device", "cpu",
+            "--weights", "model", "--no-progress", "--out", tmp_path]
+    assert one_line(args, capsys)[0] == 0
+    npz = (tmp_path / "samples.npz").read_bytes()
+    code, err, _ = one_line([*args, "--seed", 1], capsys)
+    assert code == 2 and err == [f"error: {tmp_path} already holds samples.npz and samples.png; pass --overwrite to "
+                                 "replace them, or choose another --out"]
+    (tmp_path / "samples.png").unlink()
+    (tmp_path / "samples.png").mkdir()
+    code, err, _ = one_line([*args, "--seed", 1, "--overwrite"], capsys)
+    assert code == 2 and err == [f"error: {tmp_path / 'samples.png'} is a folder; remove it or choose another --out"]
+    assert (tmp_path / "samples.npz").read_bytes() == npz                 # the pair was not split
+    (tmp_path / "samples.png").rmdir()
+    assert one_line([*args, "--seed", 1, "--overwrite"], capsys)[0] == 0
+    assert (tmp_path / "samples.npz").read_bytes() != npz
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.npz", "samples.png"]   # no temporary left

@@ -22,7 +22,7 @@ def log_losses(path):
         return [(int(r["step"]), r["loss"]) for r in csv.DictReader(f)]
 
 
-def wait_for_checkpoint(path, min_step, proc, timeout=120):
+def wait_for_checkpoint(path, min_step, proc, timeout=300):          # generous: the CPU may be shared
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -80,7 +80,7 @@ def test_checkpoint_survives_kills_at_any_moment(tmp_path):
     finish = subprocess.run(cli("train", "--resume", "--out", out, "--steps", target, "--no-progress"),
                             capture_output=True, text=True)
     assert finish.returncode == 0, finish.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["last.pt", "log.csv"]    # no temp file left behind
+    assert sorted(p.name for p in out.iterdir()) == ["last.pt", "log.csv", "prev.pt"]   # no temp or lock file
 
 
 class Poisoned(UNet):
@@ -211,3 +211,101 @@ def test_library_errors_name_the_problem():
             s.q_sample(torch.zeros(1, 1, 4, 4, device="cuda"), torch.zeros(1, dtype=torch.long, device="cuda"))
     with pytest.raises(ValueError, match="is on"):
         s.q_sample(torch.zeros(1, 1, 4, 4), torch.zeros(1, dtype=torch.long, device="meta"))
+
+
+def read_stderr_until(proc, pattern, timeout=240):
+    """Read a running process's stderr (progress bars included) until ``pattern`` matches; returns the match."""
+    import os
+    import re
+
+    os.set_blocking(proc.stderr.fileno(), False)
+    seen, deadline = b"", time.time() + timeout
+    while time.time() < deadline:
+        try:
+            seen += os.read(proc.stderr.fileno(), 65536)
+        except BlockingIOError:
+            pass
+        found = list(re.finditer(pattern, seen.decode(errors="replace")))
+        if found:
+            return found[-1]
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"never saw {pattern!r}: {seen[-2000:]!r}")
+
+
+@pytest.mark.slow
+def test_a_second_trainer_is_locked_out_and_sigterm_saves_then_stops(tmp_path):
+    """Issue 19: two trainers on one --out interleaved log.csv (and one died); SIGTERM stopped a run silently."""
+    out = tmp_path / "run"
+    common = ["--batch-size", 2, "--device", "cpu", "--warmup-steps", 0, "--out", out]
+    first = subprocess.Popen(cli("train", "--steps", 100_000, "--checkpoint-every", 100_000, *common),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        read_stderr_until(first, r"training")
+        second = subprocess.run(cli("train", "--steps", 5, "--no-progress", *common), capture_output=True, text=True)
+        assert second.returncode == 1, second.stderr
+        assert second.stderr.strip() == (f"error: {out} is in use by another process (pid {first.pid}); wait for it "
+                                         "to finish or stop it, or choose another --out")
+        read_stderr_until(first, r" (1[2-9]|[2-9]\d|\d{3,})/100000")     # more than 10 steps since none was saved
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=120)
+    finally:
+        first.kill()
+    message = first.stderr.read().decode().split("\r")[-1].strip().splitlines()[-1]
+    assert first.returncode == 128 + signal.SIGTERM, message
+    step = load_checkpoint(out / "last.pt")["step"]
+    assert message == (f"error: interrupted (SIGTERM) at step {step}; saved {out / 'last.pt'} there; "
+                       "continue with --resume")
+    assert [s for s, _ in log_losses(out / "log.csv")] == list(range(1, step + 1))
+    assert sorted(p.name for p in out.iterdir()) == ["last.pt", "log.csv"]   # the lock file is gone
+
+
+@pytest.mark.slow
+def test_sigint_while_sampling_says_no_samples_were_written(tmp_path):
+    """Issue 19: SIGINT during `sample` printed the training message ('the last checkpoint written is intact')."""
+    proc = subprocess.Popen(cli("sample", "--n", 2, "--steps", 1000, "--device", "cpu", "--out", tmp_path / "s"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        read_stderr_until(proc, r"sampling")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    last_line = proc.stderr.read().decode().split("\r")[-1].strip().splitlines()[-1]
+    assert proc.returncode == 130
+    assert last_line == "error: interrupted (SIGINT); no samples were written"
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_keeps_the_checkpoint(tmp_path):
+    """Issue 19: `ulimit -f` (and a full disk) gave 'RuntimeError: [enforce fail at inline_container.cc:672]'."""
+    import resource
+
+    out = tmp_path / "run"
+    made = subprocess.run(cli("train", "--steps", 2, "--batch-size", 2, "--device", "cpu", "--no-progress",
+                              "--out", out), capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    before = (out / "last.pt").read_bytes()
+
+    def limit_file_size():                                                 # a checkpoint is about 6 MB
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+    full = subprocess.run(cli("train", "--resume", "--out", out, "--steps", 4, "--no-progress"), capture_output=True,
+                          text=True, preexec_fn=limit_file_size)
+    assert full.returncode == 1 and "Traceback" not in full.stderr
+    assert full.stderr.strip().splitlines()[-1] == (f"error: file-size limit (ulimit -f) reached writing "
+                                                   f"{out / 'last.pt'}; the previous checkpoint is intact")
+    assert (out / "last.pt").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["last.pt", "log.csv"]   # no temporary file left
+
+
+def test_the_nan_guard_does_not_claim_a_checkpoint_that_was_never_written(tmp_path, digits):
+    """Issue 19: the guard said 'so is the checkpoint OUT/last.pt' when none had been written."""
+    model = Poisoned()
+    model.poison = True
+    trainer = Trainer(config(tmp_path, steps=50, log_every=5, checkpoint_every=100), model=model, data=digits)
+    with pytest.raises(TrainingDiverged, match="last good ones; no checkpoint was written yet; try a lower") as err:
+        trainer.train()
+    assert "last.pt" not in str(err.value) and not (tmp_path / "run" / "last.pt").exists()

@@ -129,3 +129,16 @@ def test_guided_sampling_checks_its_labels():
             ddpm_sample(model, s, (3, 1, 8, 8), seed=0, labels=labels)
     with pytest.raises(ValueError, match="unconditional"):
         ddpm_sample(lambda x, t: x, s, (3, 1, 8, 8), seed=0, labels=1)
+
+
+def test_sampler_refuses_fractional_shapes_zero_chunks_and_nan_noise(small_model):
+    """Issue 19: (2.7, ...) became 2, chunk_size=0 meant the default, and a NaN x_T gave NaN images."""
+    s = NoiseSchedule.linear(10)
+    with pytest.raises(ValueError, match="four whole numbers"):
+        ddpm_sample(small_model, s, (2.7, 1, 32, 32), seed=0)
+    with pytest.raises(ValueError, match="chunk_size must be a whole number >= 1"):
+        ddpm_sample(small_model, s, (2, 1, 32, 32), seed=0, chunk_size=0)
+    x_T = torch.randn(2, 1, 32, 32)
+    x_T[1, 0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match="x_T contains NaN"):
+        ddpm_sample(small_model, s, (2, 1, 32, 32), x_T=x_T)

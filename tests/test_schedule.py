@@ -158,3 +158,15 @@ def test_to_returns_a_new_schedule_and_leaves_the_original_in_place():
     moved.params["steps"] = -1                             # the copy owns its own parameters
     assert sched.params["steps"] == 10
     assert NoiseSchedule.from_config(sched.to_config()).same_as(sched)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: NoiseSchedule(torch.tensor([0.5, 1.0])), r"\(0, 1\): a beta of 1"),
+    (lambda: NoiseSchedule.cosine(10, max_beta=1.0), "max_beta < 1"),
+    (lambda: NoiseSchedule(torch.full((200,), 0.99)), "infinite or NaN"),     # alphas_cumprod underflows to 0
+    (lambda: NoiseSchedule.linear(10**8), "T must be an integer from 1 to 100000"),
+], ids=["beta-of-one", "cosine-max-beta-one", "underflow", "huge-T"])
+def test_schedules_with_infinite_coefficients_are_refused(make, message):
+    """Issue 19: betas of 1 (or a product that underflows) made infinite coefficients and NaN images."""
+    with pytest.raises(ValueError, match=message):
+        make()

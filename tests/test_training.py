@@ -194,3 +194,126 @@ def test_conditional_run_starts_from_an_unconditional_one_and_resumes_exactly(tm
     with pytest.raises(CheckpointError, match="another architecture"):
         Trainer(tiny_config(tmp_path, preset="small", num_classes=10, init_from=str(tmp_path / "plain" / "last.pt")),
                 data=data, labels=labels)
+
+
+def flip_bytes(path, count=400):
+    """Invert ``count`` bytes in the middle of the largest entry (a tensor) of the zip file ``path``."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        entry = max(archive.infolist(), key=lambda e: e.file_size)
+    with open(path, "r+b") as f:
+        f.seek(entry.header_offset + 26)
+        name_len, extra_len = int.from_bytes(f.read(2), "little"), int.from_bytes(f.read(2), "little")
+        f.seek(entry.header_offset + 30 + name_len + extra_len + entry.file_size // 2)
+        data = f.read(count)
+        f.seek(-len(data), 1)
+        f.write(bytes(b ^ 0xFF for b in data))
+
+
+def test_atomic_save_names_a_full_disk_and_keeps_the_old_file(tmp_path, monkeypatch):
+    """Issue 19: a full disk gave 'RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos'."""
+    import errno
+
+    from ddpm_lib import checkpoint as ckpt_io
+
+    path = tmp_path / "last.pt"
+    atomic_save({"good": 1}, path)
+
+    def full_disk(obj, f):                                                 # what torch.save does on ENOSPC
+        f.write(b"PK\x03\x04 the first bytes")
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(ckpt_io.torch, "save", full_disk)
+    with pytest.raises(OSError) as caught:
+        atomic_save({"new": 2}, path)
+    assert str(caught.value) == f"no space left on device writing {path}; the previous checkpoint is intact"
+    monkeypatch.undo()
+    assert torch.load(path) == {"good": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_a_damaged_last_checkpoint_is_refused_and_resuming_falls_back_to_prev(tmp_path, digits):
+    """Issue 19: 400 flipped bytes in last.pt loaded silently and a resume saved them again."""
+    rows = Trainer(tiny_config(tmp_path), data=digits).train()             # checkpoints at steps 3 and 6
+    last, prev = tmp_path / "run" / "last.pt", tmp_path / "run" / "prev.pt"
+    assert load_checkpoint(last)["step"] == 6 and load_checkpoint(prev)["step"] == 3
+    flip_bytes(last)
+    with pytest.raises(CheckpointError, match=f"{last} is corrupt .*CRC.*; {prev} holds the checkpoint before it"):
+        load_checkpoint(last)
+    with pytest.warns(UserWarning, match=f"{last} is corrupt .*; resuming from {prev} \\(step 3\\) instead"):
+        resumed = Trainer.resume(last, {"steps": 6}, data=digits)
+    assert resumed.step == 3
+    assert [r["loss"] for r in resumed.train()] == [r["loss"] for r in rows[3:]]   # the same run, exactly
+    assert load_checkpoint(last)["step"] == 6 and load_checkpoint(prev)["step"] == 3   # the damaged file is gone
+    with open(last, "r+b") as f:
+        f.truncate(last.stat().st_size // 2)
+    with pytest.raises(CheckpointError, match="is truncated"):
+        load_checkpoint(last)
+
+
+@pytest.mark.parametrize("damage, note", [
+    (lambda text: "", r"step\(s\) 1-3 are missing"),                        # a full disk left it empty
+    (lambda text: text.split("\n", 1)[1], "restored its header"),           # rows without a header
+    (lambda text: text[:text.index("\n3,") + 6], r"dropped 1 unreadable row\(s\); step\(s\) 3 are missing"),
+], ids=["empty", "no-header", "cut-row"])
+def test_a_damaged_log_is_repaired_on_resume_with_a_line_saying_so(tmp_path, digits, damage, note):
+    """Issue 19: an empty or header-less log.csv made resume die with KeyError: 'step'; a cut row vanished silently."""
+    Trainer(tiny_config(tmp_path, steps=3), data=digits).train()
+    log = tmp_path / "run" / "log.csv"
+    log.write_text(damage(log.read_text()))
+    with pytest.warns(UserWarning, match=f"{log} was damaged: .*{note}"):
+        resumed = Trainer.resume(tmp_path / "run" / "last.pt", {"steps": 6}, data=digits)
+    resumed.train()
+    with open(log) as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps == sorted(set(steps)) and steps[-3:] == [4, 5, 6]
+
+
+def test_the_log_is_never_written_through_a_link(tmp_path, digits):
+    """Issue 19: a symlinked log.csv was appended through."""
+    (tmp_path / "run").mkdir()
+    elsewhere = tmp_path / "elsewhere.csv"
+    elsewhere.write_text("precious\n")
+    (tmp_path / "run" / "log.csv").symlink_to(elsewhere)
+    with pytest.raises(ValueError, match="log.csv is a symbolic link"):
+        Trainer(tiny_config(tmp_path), data=digits).train()
+    assert elsewhere.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("signame, at_step, every, message, saved_step", [
+    ("SIGINT", 3, 100, "\\(SIGINT\\) at step 3, before the first checkpoint: no checkpoint was saved", None),
+    ("SIGTERM", 12, 100, "interrupted \\(SIGTERM\\) at step 12; saved .*last.pt there; continue with --resume", 12),
+    ("SIGINT", 7, 5, "at step 7; the last checkpoint, .*last.pt \\(step 5\\), is intact; continue with --resume", 5),
+], ids=["sigint-before-any-checkpoint", "sigterm-saves", "sigint-recent-checkpoint-kept"])
+def test_a_signal_stops_training_between_steps_and_says_what_was_saved(tmp_path, digits, signame, at_step, every,
+                                                                      message, saved_step):
+    """Issue 19: SIGINT before the first checkpoint claimed one existed; SIGTERM killed the run with no message.
+
+    A checkpoint is saved on a signal when the last one is more than Trainer.save_on_stop_after (10) steps old.
+    """
+    import os
+    import signal
+
+    from ddpm_lib import training
+
+    trainer = Trainer(tiny_config(tmp_path, steps=50, checkpoint_every=every), data=digits)
+    signum = getattr(signal, signame)
+
+    def send(module, inputs):
+        if trainer.step == at_step - 1 and module.training:               # during step at_step
+            os.kill(os.getpid(), signum)
+
+    trainer.model.register_forward_pre_hook(send)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(training.TrainingInterrupted, match=message) as caught:
+        trainer.train()
+    assert caught.value.signum == signum and trainer.step == at_step
+    last = tmp_path / "run" / "last.pt"
+    assert (load_checkpoint(last)["step"] if last.exists() else None) == saved_step
+    with open(tmp_path / "run" / "log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(1, at_step + 1))
+    assert signal.getsignal(signal.SIGINT) is handler                     # the handlers are given back

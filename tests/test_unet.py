@@ -147,3 +147,15 @@ def test_conditional_unet_starts_as_the_unconditional_one_and_checks_labels():
         cond(x, t, torch.tensor([0, 1, 2, 11]))
     with pytest.raises(ValueError, match="shape"):
         cond(x, t, torch.zeros(3, dtype=torch.long))
+
+
+def test_timesteps_and_dtypes_the_model_cannot_use_are_named():
+    """Issue 19: t = 10**6, -5 or 2.5 ran silently; float64 images gave 'mat1 and mat2 must have the same dtype'."""
+    model, x = UNet(), torch.randn(1, 1, 32, 32)
+    for t, message in [(torch.tensor([10**6]), "0..99999"), (torch.tensor([-5]), "0..99999"),
+                       (torch.tensor([2.5]), "integer timesteps")]:
+        with pytest.raises(ValueError, match=message):
+            model(x, t)
+    with pytest.raises(ValueError, match="images are torch.float64 but the model's weights are torch.float32"):
+        model(x.double(), torch.tensor([3]))
+    assert model.double()(x.double(), torch.tensor([3])).dtype == torch.float64    # matching dtypes are fine
