@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Sequence
 
 EXIT_USAGE, EXIT_FAILURE = 2, 1
-# `sample` with the shipped model on a CPU: 500 respaced steps score as well as 1000 there, in half the
-# time (appendix A1 has both rows).
-SHIPPED_CPU_STEPS = 500
+# `sample` with the shipped model on a CPU: DDIM (eta 0) on 50 steps scores within a few points of
+# 1,000 DDPM steps, 20 times faster (scripts/sampler_quality.py; chapter 6 and appendix A1 have the rows).
+SHIPPED_CPU_SAMPLER, SHIPPED_CPU_STEPS = "ddim", 50
+DDIM_DEFAULT_STEPS = 50                                  # `--sampler ddim` without --steps, any model
 
 
 class UsageError(Exception):
@@ -98,16 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = sub.add_parser("sample", help="draw images from a checkpoint",
                             description="Draw images; writes OUT/samples.png (a grid) and OUT/samples.npz "
-                                        "(key 'images', uint8).")
+                                        "(key 'images', uint8, and the settings: sampler, steps, seed, "
+                                        "checkpoint, variance for ddpm or eta for ddim).")
     sample.add_argument("--checkpoint", type=Path,
                         help="checkpoint or weights file (default: the MNIST model that ships with ddpm_lib)")
     sample.add_argument("--n", type=positive_int, default=64, help="number of images (default 64)")
+    sample.add_argument("--sampler", choices=("ddpm", "ddim"), default=None,
+                        help="DDPM's ancestral sampler or DDIM (default: ddim for the shipped model on a CPU, "
+                             "else ddpm)")
+    sample.add_argument("--eta", type=float, default=None,
+                        help="DDIM's noise scale: 0 deterministic, 1 DDPM's posterior variance (default 0)")
     sample.add_argument("--steps", type=positive_int, default=None,
-                        help="reverse steps; fewer than T respaces the schedule (default: 1000 on CUDA, "
-                             "500 for the shipped model on CPU, else T)")
+                        help="reverse steps; fewer than T respaces the schedule (default: 50 for ddim, "
+                             "else T)")
     sample.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
-    sample.add_argument("--variance", choices=("beta", "posterior"), default="beta",
-                        help="sigma_t^2 = beta_t or the posterior variance (default beta)")
+    sample.add_argument("--variance", choices=("beta", "posterior"), default=None,
+                        help="ddpm: sigma_t^2 = beta_t or the posterior variance (default beta)")
     sample.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA or raw weights (default ema)")
     sample.add_argument("--out", type=Path, default=Path("samples"), help="output folder (default ./samples)")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -194,10 +201,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .checkpoint import SHIPPED, load_checkpoint, model_from_checkpoint
     from .data import to_uint8
     from .images import save_grid
-    from .sampling import ddpm_sample
+    from .sampling import ddim_sample, ddpm_sample
     from .training import resolve_device
 
     device = resolve_device(args.device)
+    shipped_cpu = (args.checkpoint is None or Path(args.checkpoint).resolve() == SHIPPED) and device.type == "cpu"
+    sampler = args.sampler or (SHIPPED_CPU_SAMPLER if shipped_cpu else "ddpm")
+    if sampler == "ddpm" and args.eta is not None:
+        raise UsageError("--eta is for --sampler ddim" + ("" if args.sampler else " (the sampler here is ddpm)"))
+    if args.eta is not None and not 0 <= args.eta < float("inf"):
+        raise UsageError(f"--eta must be a number >= 0, got {args.eta}")
+    if sampler == "ddim" and args.variance is not None:
+        raise UsageError("--variance is for --sampler ddpm (DDIM's noise is set by --eta)")
     out = check_writable_dir(args.out, "output folder")
     ckpt = load_checkpoint(args.checkpoint)
     with warnings.catch_warnings(record=True) as caught:
@@ -209,20 +224,27 @@ def cmd_sample(args: argparse.Namespace) -> int:
         model = model.to(memory_format=__import__("torch").channels_last)
     steps = args.steps
     if steps is None:
-        steps = SHIPPED_CPU_STEPS if (args.checkpoint is None or Path(args.checkpoint).resolve() == SHIPPED) and device.type == "cpu" \
-            else schedule.T
+        steps = SHIPPED_CPU_STEPS if shipped_cpu else DDIM_DEFAULT_STEPS if sampler == "ddim" else schedule.T
+        steps = min(steps, schedule.T)
     if steps > schedule.T:
         raise UsageError(f"--steps {steps} is more than the {schedule.T} steps the model was trained with")
     shape = (args.n, model.in_channels, model.image_size, model.image_size)
-    images = ddpm_sample(model, schedule, shape, seed=args.seed, variance=args.variance, steps=steps,
-                         device=device, chunk_size=args.chunk_size, progress=args.progress)
+    common = {"seed": args.seed, "steps": steps, "device": device, "chunk_size": args.chunk_size,
+              "progress": args.progress}
+    if sampler == "ddim":
+        settings = {"eta": args.eta or 0.0}
+        images = ddim_sample(model, schedule, shape, **settings, **common)
+    else:
+        settings = {"variance": args.variance or "beta"}
+        images = ddpm_sample(model, schedule, shape, **settings, **common)
     pixels = to_uint8(images).numpy()                                       # (N, C, H, W)
     if pixels.shape[1] == 1:
         pixels = pixels[:, 0]                                              # (N, H, W)
     np.savez_compressed(out / "samples.npz", images=pixels, seed=args.seed, steps=steps,
-                        checkpoint=str(ckpt["path"]), variance=args.variance)
+                        checkpoint=str(ckpt["path"]), sampler=sampler, **settings)
     save_grid(images, out / "samples.png")
-    print(f"wrote {args.n} images ({steps} steps, seed {args.seed}) to {out / 'samples.png'} and {out / 'samples.npz'}")
+    how = f"{sampler}, {steps} steps" + (f", eta {settings['eta']:g}" if sampler == "ddim" else "")
+    print(f"wrote {args.n} images ({how}, seed {args.seed}) to {out / 'samples.png'} and {out / 'samples.npz'}")
     return 0
 
 
