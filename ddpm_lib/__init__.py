@@ -6,7 +6,7 @@ from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .data import load_dataset
 from .ema import EMA
 from .losses import bits_per_dim, ddpm_loss, discretized_gaussian_log_likelihood, normal_kl, vlb_terms
-from .sampling import Trajectory, ddim_invert, ddim_sample, ddim_sigma, ddim_step, ddpm_sample
+from .sampling import Trajectory, ddim_invert, ddim_sample, ddim_sigma, ddim_step, ddpm_sample, slerp
 from .schedule import NoiseSchedule
 from .training import RunConfig, Trainer, TrainingDiverged
 from .unet import PRESETS, UNet
@@ -15,4 +15,4 @@ __version__ = "0.1.0"
 __all__ = ["CheckpointError", "EMA", "NoiseSchedule", "PRESETS", "RunConfig", "Trainer", "Trajectory",
            "TrainingDiverged", "UNet", "bits_per_dim", "ddim_invert", "ddim_sample", "ddim_sigma",
            "ddim_step", "ddpm_loss", "ddpm_sample", "discretized_gaussian_log_likelihood",
-           "load_checkpoint", "load_dataset", "model_from_checkpoint", "normal_kl", "vlb_terms"]
+           "load_checkpoint", "load_dataset", "model_from_checkpoint", "normal_kl", "slerp", "vlb_terms"]

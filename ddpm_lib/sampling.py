@@ -376,11 +376,15 @@ def ddim_invert(model: Model, schedule: NoiseSchedule, x0: Tensor, steps: int, *
 
     Runs the eta = 0 update backwards on the same ``steps`` respaced timesteps tau_1 < ... < tau_S:
 
-        x_{tau_{i+1}} = sqrt(abar_{tau_{i+1}}) x0_pred + sqrt(1 - abar_{tau_{i+1}}) eps_theta(x_{tau_i}, tau_i)
+        eps     = eps_theta(x_{tau_i}, tau_{i+1})
+        x0_pred = (x_{tau_i} - sqrt(1 - abar_{tau_i}) eps) / sqrt(abar_{tau_i})
+        x_{tau_{i+1}} = sqrt(abar_{tau_{i+1}}) x0_pred + sqrt(1 - abar_{tau_{i+1}}) eps
 
-    starting from x_0 (where abar = 1 and x0_pred = x_0, eps evaluated at tau_1). It is the Euler
-    discretisation of the same ODE as sampling (Song et al. 2021, sec. 4.3), with eps taken at the
-    start of each step instead of its end, so the round trip is exact only as steps grow. No clipping.
+    starting from x_{tau_0} = x_0 (abar = 1). Sampling's step from tau_{i+1} back to tau_i uses
+    eps_theta(x_{tau_{i+1}}, tau_{i+1}), at the end point that inversion is looking for; inversion uses
+    the start point instead, told the end's timestep (as diffusers' DDIMInverseScheduler does). So the
+    round trip is exact only as the steps shrink (both are Euler steps of one ODE, Song et al. 2021,
+    sec. 4.3): its error falls roughly as 1 / steps. No clipping.
 
     Args:
         x0: (N, C, H, W) images in [-1, 1].
@@ -398,13 +402,37 @@ def ddim_invert(model: Model, schedule: NoiseSchedule, x0: Tensor, steps: int, *
     sched, x, n = setup.schedule, setup.x, x0.shape[0]
     abar = sched.alphas_cumprod
     for index in tqdm(range(sched.T), disable=not progress, desc="DDIM inversion", leave=False):
-        t = torch.full((n,), max(index - 1, 0), device=setup.device, dtype=torch.long)
+        t = torch.full((n,), index, device=setup.device, dtype=torch.long)  # the end's timestep
         eps = setup.eps_model(x, sched.timestep_map[t]).to(x.dtype)       # (N, C, H, W)
         abar_from = abar[index - 1] if index > 0 else torch.ones_like(abar[0])
         pred_x0 = (x - (1 - abar_from).sqrt().to(x.dtype) * eps) / abar_from.sqrt().to(x.dtype)
         to = abar[index].expand(n)                                         # (N,)
         x = _move(pred_x0, eps, to, 1 - to)
     return x.contiguous()
+
+
+def slerp(z0: Tensor, z1: Tensor, weights: Tensor | Sequence[float]) -> Tensor:
+    """Spherical interpolation between two noise tensors, each taken as one vector (Song et al. 2021, sec. 5.3).
+
+        slerp(z0, z1, w) = sin((1 - w) theta) / sin(theta) z0 + sin(w theta) / sin(theta) z1,
+        cos(theta) = <z0, z1> / (|z0| |z1|)
+
+    Unlike the straight line (1 - w) z0 + w z1, whose midpoint between two independent N(0, I) draws has
+    only about 0.71 of their norm, it keeps points at the norm a Gaussian draw has. ``z0``, ``z1``: any
+    same shape S; ``weights``: K values in [0, 1]. Returns (K, *S), float32 (float64 inputs stay float64).
+    """
+    if z0.shape != z1.shape:
+        raise ValueError(f"z0 {tuple(z0.shape)} and z1 {tuple(z1.shape)} must have the same shape")
+    w = torch.as_tensor(weights, dtype=torch.float64).flatten()             # (K,)
+    a, b = z0.double().flatten(), z1.double().flatten()
+    theta = torch.arccos((a @ b / (a.norm() * b.norm())).clamp(-1.0, 1.0))
+    if theta.item() < 1e-6:                                                 # parallel: the line is the arc
+        c0, c1 = 1 - w, w
+    else:
+        c0, c1 = torch.sin((1 - w) * theta) / torch.sin(theta), torch.sin(w * theta) / torch.sin(theta)
+    out = c0[:, None] * a + c1[:, None] * b                                 # (K, numel)
+    dtype = z0.dtype if z0.dtype == torch.float64 else torch.float32
+    return out.reshape(len(w), *z0.shape).to(dtype)
 
 
 def _model_device(model: Model, schedule: NoiseSchedule) -> torch.device:
