@@ -1,7 +1,7 @@
 # Two commands for readers and CI; each does its own set-up into .venv (Python 3.11).
 #   make book   build the HTML book into _build/html (executes every chapter)
 #   make test   unit tests, every notebook under nbval, every page of the book (warnings are errors), and a
-#               headless-browser test of the sliders (chapters 1 and 5 built executed, or a fresh make book)
+#               headless-browser test of the sliders (chapters 1, 5 and 6 built executed, or a fresh make book)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python

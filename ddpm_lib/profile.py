@@ -26,13 +26,17 @@ class BookProfile:
     bpd_images: int             # held-out digits for bits/dim in the ELBO chapter
     bpd_timesteps: int          # strata of the bits/dim estimate (>= T: the exact sum)
     chunk_size: int             # images per model call when sampling
+    ddim_steps: tuple           # numbers of steps the DDIM chapter's slider shows (it samples each)
+    invert_steps: tuple         # numbers of steps of the DDIM chapter's inversion round trips
 
 
 PROFILES = {
     "cpu": dict(preset="tiny", train_steps=100, train_batch=64, n_samples=36, sample_steps=250,
-                bpd_images=32, bpd_timesteps=50, chunk_size=64),
+                bpd_images=32, bpd_timesteps=50, chunk_size=64, ddim_steps=(5, 10, 20, 50),
+                invert_steps=(10, 20, 50)),
     "cuda": dict(preset="tutorial", train_steps=20_000, train_batch=256, n_samples=256, sample_steps=1000,
-                 bpd_images=1000, bpd_timesteps=1000, chunk_size=1024),
+                 bpd_images=1000, bpd_timesteps=1000, chunk_size=1024,
+                 ddim_steps=(5, 10, 20, 50, 100, 250, 1000), invert_steps=(10, 20, 50, 100, 250, 1000)),
 }
 
 

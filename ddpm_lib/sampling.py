@@ -120,8 +120,8 @@ class _Setup:
     keep: list[int]              # trajectory steps, largest first
 
 
-def chunked(model: Callable[..., Tensor], chunk_size: int, labels: Tensor | None = None,
-            guidance: float = 1.0) -> Model:
+def _chunked(model: Callable[..., Tensor], chunk_size: int, labels: Tensor | None = None,
+             guidance: float = 1.0) -> Model:
     """The eps-model ``(x, t) -> eps`` of a whole batch, calling ``model`` on ``chunk_size`` images at a time.
 
     ``labels`` (N,) and ``guidance`` are those of :func:`guided`, split along with the batch.
@@ -168,7 +168,7 @@ def _prepare(model: Model, schedule: NoiseSchedule, shape: Sequence[int], *, see
             raise ValueError(f"x_T has shape {tuple(x_T.shape)}, expected {shape}")
         x = x_T.to(device=device, dtype=torch.float32).clone()
     x = x.contiguous(memory_format=memory_format)                          # (N, C, H, W)
-    return _Setup(schedule, device, generator, chunked(model, chunk, labels, guidance), x, keep)
+    return _Setup(schedule, device, generator, _chunked(model, chunk, labels, guidance), x, keep)
 
 
 def _run_reverse(setup: _Setup, step: Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]], *,
@@ -384,7 +384,9 @@ def ddim_invert(model: Model, schedule: NoiseSchedule, x0: Tensor, steps: int, *
     eps_theta(x_{tau_{i+1}}, tau_{i+1}), at the end point that inversion is looking for; inversion uses
     the start point instead, told the end's timestep (as diffusers' DDIMInverseScheduler does). So the
     round trip is exact only as the steps shrink (both are Euler steps of one ODE, Song et al. 2021,
-    sec. 4.3): its error falls roughly as 1 / steps. No clipping.
+    sec. 4.3): its error falls roughly as 1 / steps. No clipping: this inverts
+    ``ddim_sample(..., clip_denoised=False)``; sampling with clipping (the default) departs from that
+    path wherever it clips, and its round trip stops improving after some tens of steps.
 
     Args:
         x0: (N, C, H, W) images in [-1, 1].

@@ -9,7 +9,7 @@ the page asks for nothing but local files.
 Run with ``make browser-test`` (or ``pytest -m browser``). They need Debian's ``chromium`` and
 ``chromium-driver`` (``make browser-deps`` installs them as root); without them they fail and say so.
 They use ``_build/html`` (``make book``) when it is newer than the notebooks and everything else the
-pages are built from; otherwise they build chapters 1 and 5 alone, executed, into ``_build/partial``
+pages are built from; otherwise they build chapters 1, 5 and 6 alone, executed, into ``_build/partial``
 (``scripts/build_book.py --only ...``; ``make test`` runs every notebook under nbval and checks the
 whole book without executing it, so this saves running the other chapters twice). Environment:
 
@@ -51,6 +51,7 @@ CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--disable-dev-shm-usage", "--window-size=1280,1600"]
 FORWARD_PAGE = "notebooks/01_forward_process.html"
 REVERSE_PAGE = "notebooks/05_sampling.html"
+STEPS_PAGE = "notebooks/06_ddim.html"
 WIDGET_JS = "_static/widgets_js/embed.js"
 PAGE_BUDGET = 1_500_000            # bytes of HTML for a page with a viewer (its frames are inside it)
 STATE_TYPE = "application/vnd.jupyter.widget-state+json"
@@ -103,15 +104,15 @@ def book_html() -> Path:
 
 
 def _build(html: Path) -> None:
-    """Chapters 1 and 5 alone, executed (scripts/build_book.py)."""
+    """Chapters 1, 5 and 6 alone, executed (scripts/build_book.py)."""
     cmd = [str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "scripts" / "build_book.py"), "--only",
-           FORWARD_PAGE.removesuffix(".html"), REVERSE_PAGE.removesuffix(".html")]
+           *(page.removesuffix(".html") for page in (FORWARD_PAGE, REVERSE_PAGE, STEPS_PAGE))]
     start = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.fail(f"building the book failed ({' '.join(cmd)}, exit {proc.returncode}):\n"
                     f"{(proc.stdout + proc.stderr)[-4000:]}")
-    print(f"built chapters 1 and 5 in {time.time() - start:.0f} s")
+    print(f"built chapters 1, 5 and 6 in {time.time() - start:.0f} s")
     if not (html / FORWARD_PAGE).is_file():
         pytest.fail(f"the build made no {html / FORWARD_PAGE}")
 
@@ -452,8 +453,16 @@ def test_reverse_viewer_in_the_static_book(book_html, server, driver):
     _exercise_viewer(page, "reverse")
 
 
+def test_steps_viewer_in_the_static_book(book_html, server, driver):
+    assert (book_html / STEPS_PAGE).is_file(), f"the book has no {STEPS_PAGE}"
+    page = Page(driver, server, book_html, STEPS_PAGE, "ddpm-steps-viewer")
+    assert len(page.frames) == 2, "chapter 6 compares DDIM with DDPM"
+    assert page.labels[0][0].startswith("DDIM, eta = 0: ") and page.labels[1][0].startswith("DDPM: ")
+    _exercise_viewer(page, "steps")
+
+
 def test_widget_pages_are_light_and_load_no_cdn(book_html):
-    pages = [p for p in (FORWARD_PAGE, REVERSE_PAGE) if (book_html / p).is_file()]
+    pages = [p for p in (FORWARD_PAGE, REVERSE_PAGE, STEPS_PAGE) if (book_html / p).is_file()]
     for path in pages:
         text = (book_html / path).read_text(encoding="utf-8")
         size = len(text.encode())

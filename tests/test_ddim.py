@@ -207,3 +207,14 @@ def test_sampler_quality_summary_gives_mean_and_spread_over_seeds(tmp_path):
     assert (ddpm50["confident_min"], ddpm50["confident_max"]) == (0.7, 0.9)
     assert ddpm50["frechet"] == pytest.approx(31.0) and summary[0]["frechet_sd"] == 0.0
 
+
+
+def test_the_shipped_measurements_cover_what_the_chapter_plots():
+    from ddpm_lib.metrics import SAMPLER_QUALITY, sampler_quality_summary
+
+    summary = sampler_quality_summary(SAMPLER_QUALITY)
+    samplers = {r["sampler"] for r in summary}
+    assert samplers == {"ddpm", "ddim-eta0", "ddim-eta1"}
+    have = {(r["sampler"], r["steps"]) for r in summary}
+    assert {(s, k) for s in samplers for k in (10, 20, 50)} <= have
+    assert all(r[key] == r[key] for r in summary for key in ("confident", "frechet", "wall_s"))
