@@ -7,7 +7,7 @@ from .config import RunConfig
 from .data import load_dataset
 from .ema import EMA
 from .losses import bits_per_dim, ddpm_loss, discretized_gaussian_log_likelihood, normal_kl, vlb_terms
-from .sampling import Trajectory, ddpm_sample, guided
+from .sampling import Trajectory, ddim_invert, ddim_sample, ddim_sigma, ddim_step, ddpm_sample, guided, slerp
 from .schedule import NoiseSchedule
 from .training import Trainer, TrainingDiverged, TrainingInterrupted
 from .unet import PRESETS, UNet
@@ -25,6 +25,10 @@ __all__ = [
     "Trajectory",
     "UNet",
     "bits_per_dim",
+    "ddim_invert",
+    "ddim_sample",
+    "ddim_sigma",
+    "ddim_step",
     "ddpm_loss",
     "ddpm_sample",
     "discretized_gaussian_log_likelihood",
@@ -33,5 +37,6 @@ __all__ = [
     "load_dataset",
     "model_from_checkpoint",
     "normal_kl",
+    "slerp",
     "vlb_terms",
 ]

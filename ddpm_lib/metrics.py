@@ -22,7 +22,9 @@ images of the same classes (1.0: as varied as real data; guidance lowers it).
 from __future__ import annotations
 
 import functools
+import json
 import math
+import statistics
 from pathlib import Path
 
 import torch
@@ -197,6 +199,36 @@ def add_noise(images: Tensor, std: float = 0.3, seed: int = 0) -> Tensor:
     """Gaussian pixel noise, clipped to [-1, 1] (a calibration row: right shapes, noisy pixels)."""
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
     return (images + std * noise).clamp(-1, 1)
+
+
+SAMPLER_QUALITY = ASSETS / "sampler_quality.json"
+QUALITY_KEYS = ("confident", "class_entropy", "frechet", "wall_s")
+
+
+def sampler_quality_summary(path: str | Path = SAMPLER_QUALITY) -> list[dict]:
+    """Mean and spread over seeds of the runs of scripts/sampler_quality.py, per (sampler, steps).
+
+    Reads the JSON file it writes (by default the shipped ``assets/sampler_quality.json``: the shipped
+    model, 256 images per run). Returns one dict per (sampler, steps), samplers in the file's order,
+    steps ascending, with ``seeds`` (list) and, for each of ``confident``, ``class_entropy``,
+    ``frechet`` and ``wall_s``: the mean, ``_min``, ``_max`` and ``_sd`` (sample standard deviation
+    over seeds; 0 for one seed).
+    """
+    rows = json.loads(Path(path).read_text())["rows"]
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["sampler"], int(r["steps"])), []).append(r)
+    order = list(dict.fromkeys(r["sampler"] for r in rows))
+    out = []
+    for (sampler, steps), runs in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
+        entry = {"sampler": sampler, "steps": steps, "seeds": [r["seed"] for r in runs]}
+        for key in QUALITY_KEYS:
+            values = [float(r[key]) for r in runs]
+            entry[key] = statistics.fmean(values)
+            entry[key + "_min"], entry[key + "_max"] = min(values), max(values)
+            entry[key + "_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        out.append(entry)
+    return out
 
 
 def _check_digits(images: Tensor, min_images: int) -> None:

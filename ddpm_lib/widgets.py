@@ -1,4 +1,5 @@
-"""Slider viewers for the forward and reverse processes, live in Jupyter and in the static HTML book.
+"""Slider viewers for the forward and reverse processes and for the number of sampling steps, live in
+Jupyter and in the static HTML book.
 
 Every frame is computed in Python once, encoded as a small PNG and put in an ``ipywidgets.Image``;
 the frames sit in a ``Stack`` whose ``selected_index`` is *jslinked* to a slider and a Play button,
@@ -197,6 +198,50 @@ def forward_process_viewer(x0: Tensor, schedules: NoiseSchedule | Mapping[str, N
     box.add_class("ddpm-forward-viewer")
     box.slider, box.play, box.toggle, box.stacks = slider, play, toggle, stacks
     box.labels, box.steps = label_stacks, all_steps[0]
+    return box
+
+
+def steps_viewer(samples: Mapping[str, Mapping[int, Tensor]] | Mapping[int, Tensor], *, width: int = 420,
+                 interval: int = 600, unit: str = "steps"):
+    """A slider over the number of sampling steps: the same images drawn with each number of steps.
+
+    ``samples`` maps a sampler's label (e.g. ``"DDIM, eta = 0"``) to a dict from a number of steps to the
+    images (N, C, H, W) in [-1, 1] drawn with it; every label must have the same numbers of steps. A bare
+    dict from steps to images is one unlabelled sampler. The slider and Play button move through the
+    numbers of steps (smallest first) and a toggle switches samplers, all in the browser (``jslink``).
+    Nothing is sampled here: draw the images with :func:`ddim_sample` / :func:`ddpm_sample` first.
+
+    Returns an ``ipywidgets.VBox`` with attributes ``slider``, ``play``, ``toggle``, ``stacks``,
+    ``labels`` and ``steps`` (the numbers of steps, in slider order).
+    """
+    w = _widgets()
+    samples = dict(samples)
+    if samples and all(isinstance(v, Tensor) for v in samples.values()):
+        samples = {"samples": samples}
+    if not samples or not all(isinstance(v, Mapping) and v for v in samples.values()):
+        raise ValueError("give a dict from a sampler's label to a dict {steps: images}")
+    step_sets = {tuple(sorted(v)) for v in samples.values()}
+    if len(step_sets) != 1:
+        raise ValueError(f"every sampler must have the same numbers of steps, got {sorted(step_sets)}")
+    steps = list(step_sets.pop())
+    frame_pngs, labels = {}, {}
+    for name, by_steps in samples.items():
+        for k, images in by_steps.items():
+            if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] not in (1, 3):
+                raise ValueError(f"{name!r}, {k} {unit}: images must be (N, 1 or 3, H, W), "
+                                 f"got {getattr(images, 'shape', type(images))}")
+        nrow = int(round(next(iter(by_steps.values())).shape[0] ** 0.5))
+        frame_pngs[name] = [frame_png(make_grid(by_steps[k].detach().float().cpu(), nrow=nrow)) for k in steps]
+        labels[name] = [f"{name}: {k} {unit}" for k in steps]
+    play, slider, toggle, stacks, label_stacks, outer_images, outer_labels = _assemble(
+        w, frame_pngs, labels, slider_name=unit, toggle_name="sampler", width=width, interval=interval)
+    rows = [_style(), w.HBox([play, slider]), outer_labels, outer_images]
+    if len(samples) > 1:
+        rows.insert(1, toggle)
+    box = w.VBox(rows)
+    box.add_class("ddpm-steps-viewer")
+    box.slider, box.play, box.toggle = slider, play, toggle
+    box.stacks, box.labels, box.steps = stacks, label_stacks, steps
     return box
 
 

@@ -49,11 +49,11 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def cli_sample(checkpoint: Path | None, out: Path, n: int, steps: int | None,
-               seed: int = 0) -> tuple[np.ndarray, float]:
+def cli_sample(checkpoint: Path | None, out: Path, n: int, steps: int | None, seed: int = 0,
+               sampler: str | None = None) -> tuple[np.ndarray, float]:
     """Run `python -m ddpm_lib sample` as a reader would; returns the images and the wall time."""
     cmd = [sys.executable, "-m", "ddpm_lib", "sample", "--n", str(n), "--seed", str(seed), "--out", str(out),
-           "--no-progress", "--overwrite"]
+           "--no-progress", "--overwrite"] + (["--sampler", sampler] if sampler else [])
     if checkpoint is not None:
         cmd += ["--checkpoint", str(checkpoint)]
     if steps is not None:
@@ -117,8 +117,10 @@ def main() -> None:
     # Samples as a reader gets them: the CLI's defaults on this CPU, and full 1000-step sampling.
     default_images, default_s = cli_sample(None if not args.quick else target, work / "default", n,
                                            10 if args.quick else None)
-    full_images, full_s = cli_sample(target, work / "full", n, args.full_steps)
-    default_steps = int(np.load(work / "default" / "samples.npz")["steps"])
+    full_images, full_s = cli_sample(target, work / "full", n, args.full_steps, sampler="ddpm")
+    with np.load(work / "default" / "samples.npz") as f:
+        default_steps, default_sampler = int(f["steps"]), str(f["sampler"])
+        default_noise = str(f["variance"]) if "variance" in f.files else f"DDIM eta {float(f['eta']):g}"
 
     _, real = reference_split()
     rows = {
@@ -153,7 +155,8 @@ def main() -> None:
         "note": args.note,
         "training": log,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "sampler_default": {"steps_on_cpu": default_steps, "variance": "beta", "images": n,
+        "sampler_default": {"sampler": default_sampler, "steps_on_cpu": default_steps, "variance": default_noise,
+                            "images": n,
                             "seconds": round(default_s, 1)},
         "full_sampling": {"steps": args.full_steps, "seconds": round(full_s, 1), "images": n},
         "metrics": {name: rounded(row) for name, row in rows.items()},

@@ -29,7 +29,7 @@ def test_toc_lists_every_notebook_and_page_exists():
         assert (ROOT / f"{f}.ipynb").is_file() or (ROOT / f"{f}.md").is_file(), f"_toc.yml lists missing {f}"
     listed = {f for f in files if f.startswith("notebooks/")}
     assert listed == {f"notebooks/{nb.stem}" for nb in NOTEBOOKS}
-    assert len(CHAPTERS) == 5
+    assert len(CHAPTERS) == 6
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
@@ -100,7 +100,8 @@ def test_chapter_shape(nb):
 def test_notebooks_define_no_models_schedules_or_losses(nb):
     code = "\n".join(source(c) for c in cells(nb) if c["cell_type"] == "code")
     assert not re.search(r"class \w+\((nn\.|torch\.nn\.)?Module\)", code), "define modules in ddpm_lib, not here"
-    assert not re.search(r"def (q_sample|q_posterior|p_mean_variance|ddpm_loss|ddpm_sample|normal_kl)\b", code)
+    assert not re.search(r"def (q_sample|q_posterior|p_mean_variance|ddpm_loss|ddpm_sample|ddim_step|ddim_sample|"
+                             r"ddim_invert|slerp|normal_kl)\b", code)
 
 
 def test_citations_exist_in_the_bibliography():

@@ -46,6 +46,32 @@ def test_train_then_sample_end_to_end(trained, tmp_path):
         assert np.array_equal(f["images"], images)                         # same seed, same images
 
 
+def test_sampler_and_eta_are_used_and_recorded(trained, tmp_path):
+    common = ["--checkpoint", trained / "last.pt", "--n", 3, "--steps", 4, "--seed", 1, "--device", "cpu",
+              "--weights", "model", "--no-progress"]
+    result = run("sample", *common, "--sampler", "ddim", "--eta", 0.5, "--out", tmp_path / "d")
+    assert result.returncode == 0, result.stderr
+    assert "(ddim, 4 steps, eta 0.5, seed 1)" in result.stdout
+    with np.load(tmp_path / "d" / "samples.npz") as f:
+        assert (str(f["sampler"]), float(f["eta"]), int(f["steps"])) == ("ddim", 0.5, 4)
+        assert "variance" not in f.files
+        ddim_images = f["images"]
+    result = run("sample", *common, "--out", tmp_path / "p")               # another checkpoint: ddpm
+    assert result.returncode == 0, result.stderr
+    with np.load(tmp_path / "p" / "samples.npz") as f:
+        assert (str(f["sampler"]), str(f["variance"])) == ("ddpm", "beta") and "eta" not in f.files
+        assert not np.array_equal(f["images"], ddim_images)
+
+
+def test_shipped_model_on_a_cpu_defaults_to_ddim(tmp_path, monkeypatch):
+    from ddpm_lib.cli import SHIPPED_CPU_SAMPLER, SHIPPED_CPU_STEPS, main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["sample", "--n", "1", "--device", "cpu", "--no-progress"]) == 0
+    with np.load(tmp_path / "samples" / "samples.npz") as f:
+        assert (str(f["sampler"]), int(f["steps"]), float(f["eta"])) == (SHIPPED_CPU_SAMPLER, SHIPPED_CPU_STEPS, 0.0)
+
+
 def test_resume_continues_to_more_steps(trained):
     result = run("train", "--resume", "--out", trained, "--steps", 6, "--no-progress")
     assert result.returncode == 0, result.stderr
@@ -70,6 +96,12 @@ def test_yaml_config_is_read(tmp_path):
     (["train", "--lr", "-1"], "--lr: must be a positive number"),
     (["train", "--preset", "huge"], "invalid choice: 'huge'"),
     (["sample", "--checkpoint", "nowhere/ckpt.pt"], "checkpoint nowhere/ckpt.pt does not exist"),
+    (["sample", "--sampler", "ddpm", "--eta", "0.5"], "--eta is for --sampler ddim"),
+    (["sample", "--eta", "-1"], "--eta must be a number >= 0, got -1.0"),
+    (["sample", "--eta", "nan"], "--eta must be a number >= 0"),
+    (["sample", "--eta", "lots"], "--eta: invalid float value: 'lots'"),
+    (["sample", "--sampler", "ddim", "--variance", "posterior"], "--variance is for --sampler ddpm"),
+    (["sample", "--sampler", "plms"], "invalid choice: 'plms'"),
     (["train", "--device", "cuda:7"] if not torch.cuda.is_available() else ["train", "--device", "tpu"],
      "device"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),

@@ -15,7 +15,7 @@ ipywidgets = pytest.importorskip("ipywidgets")
 from ddpm_lib import NoiseSchedule, Trajectory, UNet, ddpm_sample  # noqa: E402
 from ddpm_lib.images import make_grid  # noqa: E402
 from ddpm_lib.widgets import (GRAY_LEVELS, forward_frames, forward_process_viewer, frame_indices,  # noqa: E402
-                              frame_png, reverse_process_viewer, reverse_trajectory)
+                              frame_png, reverse_process_viewer, reverse_trajectory, steps_viewer)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -301,3 +301,38 @@ def test_no_live_seed_for_labels_that_are_not_variances(tiny_model):
     box = reverse_process_viewer(tiny_model, NoiseSchedule.linear(T=10), trajectories={"beta": trajectory(0)},
                                  live=False)
     assert box.seed is None
+
+
+# ------------------------------------------------------------------------------------------------ steps viewer
+
+def test_steps_viewer_shows_each_number_of_steps_and_is_linked_in_the_browser():
+    pictures = {k: digits(4) * (1 - 2 * (i % 2)) for i, k in enumerate((50, 5, 10))}   # two distinct pictures
+    samples = {"DDIM, eta = 0": pictures, "DDPM": {k: -v for k, v in pictures.items()}}
+    box = steps_viewer(samples, width=200)
+    assert "ddpm-steps-viewer" in box._dom_classes
+    assert box.steps == [5, 10, 50]                                        # slider order: fewest steps first
+    assert (box.slider.min, box.slider.max, box.play.max) == (0, 2, 2)
+    assert list(box.toggle.options) == list(samples) and box.toggle in box.children
+    for (name, by_steps), stack, labels in zip(samples.items(), box.stacks, box.labels):
+        assert [text(label) for label in labels.children] == [f"{name}: {k} steps" for k in (5, 10, 50)]
+        for k, frame in zip(box.steps, frames_of(stack)):
+            assert np.abs(frame.astype(int) - make_grid(by_steps[k], nrow=2).astype(int)).max() <= 9
+        assert linked(box.slider, "value", stack, "selected_index")
+        assert linked(box.slider, "value", labels, "selected_index")
+    assert linked(box.play, "value", box.slider, "value")
+    outer = [s for s in find(box, ipywidgets.Stack) if s.children and s.children[0] in box.stacks]
+    assert len(outer) == 1 and linked(box.toggle, "index", outer[0], "selected_index")
+    assert not [w for w in find(box, ipywidgets.Widget) if our_observers(w)]
+    one = steps_viewer(pictures)                                           # one sampler: no toggle
+    assert len(one.stacks) == 1 and one.toggle not in one.children
+
+
+@pytest.mark.parametrize("bad", [
+    {},
+    {"a": {}},
+    {"a": {5: digits()}, "b": {10: digits()}},                             # other numbers of steps
+    {"a": {5: torch.zeros(1, 8, 8)}},                                      # not (N, C, H, W)
+])
+def test_steps_viewer_rejects_bad_input(bad):
+    with pytest.raises(ValueError):
+        steps_viewer(bad)

@@ -22,6 +22,7 @@ from viewer import Viewer, most_different
 pytestmark = pytest.mark.browser
 FORWARD_PAGE = "notebooks/01_forward_process.html"
 REVERSE_PAGE = "notebooks/05_sampling.html"
+STEPS_PAGE = "notebooks/06_ddim.html"
 WIDGET_JS = "_static/widgets_js/embed.js"
 
 
@@ -104,4 +105,13 @@ def test_reverse_viewer_in_the_static_book(book_html, server, driver, screenshot
     buttons = viewer.root.find_elements(By.CSS_SELECTOR, ".widget-toggle-buttons button")
     assert [b.text for b in buttons] == ["beta", "posterior"]
     exercise_viewer(viewer, "reverse")
+    check_local(page)
+
+
+def test_steps_viewer_in_the_static_book(book_html, server, driver, screenshots):
+    page = BookPage(driver, server, STEPS_PAGE).load()
+    viewer = Viewer(page, book_html, "ddpm-steps-viewer", screenshots)
+    assert len(viewer.frames) == 2, "chapter 6 compares DDIM with DDPM"
+    assert viewer.labels[0][0].startswith("DDIM, eta = 0: ") and viewer.labels[1][0].startswith("DDPM: ")
+    exercise_viewer(viewer, "steps")
     check_local(page)

@@ -1,0 +1,142 @@
+"""Quality against steps for the shipped model: DDPM vs DDIM (eta 0 and 1), several seeds.
+
+    OMP_NUM_THREADS=2 nice -n 5 python scripts/sampler_quality.py            # hours on a 2-core CPU
+    python scripts/sampler_quality.py --table                                # print the table so far
+
+For each (sampler, steps, seed) it draws --n images (256) from the shipped MNIST model on the CPU, as
+`python -m ddpm_lib sample` does (EMA weights, channels_last, chunks of 64), rounds them to uint8 as
+samples.npz stores them (kept under runs/sampler_quality/), scores them with
+ddpm_lib.metrics.sample_quality as `python -m ddpm_lib metrics` does, and appends a row to the JSON file (default
+ddpm_lib/assets/sampler_quality.json) as soon as it is done: run it again to resume where it stopped.
+Each row records the wall time of the sampling alone, the thread count and the load average: wall
+times measured while other jobs share the CPU are inflated, compare them within a row's conditions.
+The chapter (notebooks/06_ddim.ipynb) and appendix A1 plot and tabulate the file; they never rerun it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ddpm_lib.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from ddpm_lib.data import to_model_range, to_uint8  # noqa: E402
+from ddpm_lib.metrics import sample_quality, sampler_quality_summary  # noqa: E402
+from ddpm_lib.sampling import ddim_sample, ddpm_sample  # noqa: E402
+from evaluate_checkpoint import cpu_name  # noqa: E402  (scripts/ is on sys.path)
+
+OUT = ROOT / "ddpm_lib" / "assets" / "sampler_quality.json"
+IMAGES = ROOT / "runs" / "sampler_quality"
+SAMPLERS = {"ddpm": ("ddpm", None), "ddim-eta0": ("ddim", 0.0), "ddim-eta1": ("ddim", 1.0)}
+STEPS = (10, 20, 50, 100, 250)
+SEEDS = (0, 1, 2)
+FULL_STEPS = 1000
+FULL_SAMPLERS = ("ddpm", "ddim-eta0")
+
+
+def plan(seeds=SEEDS, steps=STEPS, full_seeds=SEEDS) -> list[tuple[str, int, int]]:
+    """Every (sampler, steps, seed) to run, so that a run stopped early has the most useful rows.
+
+    Every seed of the steps up to 100 first, then the largest steps below 1000 one seed at a time,
+    then the 1000-step rows (ddpm and ddim eta 0) for the first seed, the other seeds last.
+    """
+    cheap = [s for s in steps if s <= 100]
+    runs = [(name, s, seed) for seed in seeds for s in cheap for name in SAMPLERS]
+    runs += [(name, s, seed) for seed in seeds[:1] for s in steps if s not in cheap for name in SAMPLERS]
+    runs += [(name, FULL_STEPS, seed) for seed in full_seeds[:1] for name in FULL_SAMPLERS]
+    runs += [(name, s, seed) for seed in seeds[1:] for s in steps if s not in cheap for name in SAMPLERS]
+    runs += [(name, FULL_STEPS, seed) for seed in full_seeds[1:] for name in FULL_SAMPLERS]
+    return runs
+
+
+def load(path: Path) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"produced_by": "scripts/sampler_quality.py", "model": "ddpm_lib/assets/mnist_small.pt (EMA)",
+            "note": "metrics on the images rounded to uint8 (as samples.npz holds them); "
+                    "wall_s is the sampling time alone on the CPU named; other jobs shared the CPU "
+                    "(see threads and load_avg per row), so times are inflated and comparable only "
+                    "roughly; metrics are ddpm_lib.metrics.sample_quality on the images",
+            "rows": []}
+
+
+def save(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def draw(model, schedule, sampler: str, steps: int, seed: int, n: int) -> torch.Tensor:
+    kind, eta = SAMPLERS[sampler]
+    shape = (n, model.in_channels, model.image_size, model.image_size)
+    if kind == "ddpm":
+        return ddpm_sample(model, schedule, shape, seed=seed, steps=steps, device="cpu")
+    return ddim_sample(model, schedule, shape, steps=steps, eta=eta, seed=seed, device="cpu")
+
+
+def table(path: Path) -> str:
+    lines = ["| sampler | steps | seeds | confident (%) | class entropy | feature Frechet | wall (s) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for e in sampler_quality_summary(path):
+        lines.append(f"| {e['sampler']} | {e['steps']} | {len(e['seeds'])} "
+                     f"| {100 * e['confident']:.1f} ± {100 * e['confident_sd']:.1f} "
+                     f"| {e['class_entropy']:.3f} ± {e['class_entropy_sd']:.3f} "
+                     f"| {e['frechet']:.1f} ± {e['frechet_sd']:.1f} "
+                     f"| {e['wall_s']:.0f} ({e['wall_s_min']:.0f}-{e['wall_s_max']:.0f}) |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT, help=f"results file (default {OUT.relative_to(ROOT)})")
+    parser.add_argument("--n", type=int, default=256, help="images per run (default 256)")
+    parser.add_argument("--table", action="store_true", help="print the table of the file and stop")
+    parser.add_argument("--quick", action="store_true", help="a smoke test: 8 images, 2 and 5 steps, one seed")
+    args = parser.parse_args()
+    data = load(args.out)
+    if args.table:
+        print(table(args.out))
+        return
+    threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
+    torch.set_num_threads(threads)
+    runs = plan((0,), (2, 5), ()) if args.quick else plan()
+    n = 8 if args.quick else args.n
+    data.setdefault("cpu", cpu_name())
+    done = {(r["sampler"], r["steps"], r["seed"]) for r in data["rows"] if r["n"] == n}
+    model, schedule = model_from_checkpoint(load_checkpoint(None), device="cpu")
+    model = model.to(memory_format=torch.channels_last)                   # as the CLI does on a CPU
+    for sampler, steps, seed in runs:
+        if (sampler, steps, seed) in done:
+            continue
+        load_before = os.getloadavg()[0]
+        start = time.perf_counter()
+        images = draw(model, schedule, sampler, steps, seed, n)
+        wall = time.perf_counter() - start
+        pixels = to_uint8(images)                                          # (N, 1, 32, 32) as samples.npz
+        if not args.quick:
+            IMAGES.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(IMAGES / f"{sampler}_{steps}_{seed}.npz", images=pixels[:, 0].numpy())
+        q = sample_quality(to_model_range(pixels[:, 0].numpy()))
+        row = {"sampler": sampler, "steps": steps, "seed": seed, "n": n, "confident": q["confident"],
+               "class_entropy": q["class_entropy"], "frechet": q["frechet"], "wall_s": round(wall, 2),
+               "threads": threads, "load_avg_before": round(load_before, 2),
+               "load_avg_after": round(os.getloadavg()[0], 2), "class_counts": q["class_counts"],
+               "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        data["rows"].append(row)
+        save(args.out, data)
+        print(f"{sampler:9s} {steps:5d} steps seed {seed}: confident {100 * q['confident']:.1f}%, "
+              f"entropy {q['class_entropy']:.3f}, Frechet {q['frechet']:.1f}, {wall:.0f} s", flush=True)
+    print(table(args.out))
+
+
+if __name__ == "__main__":
+    main()
