@@ -292,6 +292,7 @@ def test_running_out_of_memory_is_one_line_that_says_what_to_lower(tmp_path, mon
                            "you tried to allocate 4096000000000 bytes. Error code 12 (Cannot allocate memory)")
 
     monkeypatch.setattr(ddpm_lib.sampling, "ddpm_sample", no_memory)
+    monkeypatch.setattr(ddpm_lib.sampling, "ddim_sample", no_memory)         # the shipped model's CPU default
     code, err, _ = one_line(["sample", "--n", 2, "--steps", 2, "--device", "cpu", "--out", tmp_path / "s"], capsys)
     assert code == 1 and err == ["error: out of memory (it asked for 4,096.0 GB); lower --n or --chunk-size"]
 
