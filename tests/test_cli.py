@@ -72,6 +72,43 @@ def test_shipped_model_on_a_cpu_defaults_to_ddim(tmp_path, monkeypatch):
         assert (str(f["sampler"]), int(f["steps"]), float(f["eta"])) == (SHIPPED_CPU_SAMPLER, SHIPPED_CPU_STEPS, 0.0)
 
 
+@pytest.fixture(scope="module")
+def conditional(tmp_path_factory):
+    """A 2-step class-conditional run (10 labels) on the bundled digits, made by the CLI."""
+    out = tmp_path_factory.mktemp("cli") / "cond"
+    result = run("train", "--dataset", "mnist-sample", "--preset", "tiny", "--steps", 2, "--batch-size", 8,
+                 "--num-classes", 10, "--label-dropout", 0.5, "--out", out, "--device", "cpu", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    return out / "last.pt"
+
+
+def test_sample_with_a_label_and_guidance(conditional, tmp_path, capsys):
+    common = ["sample", "--checkpoint", conditional, "--steps", 3, "--device", "cpu", "--no-progress",
+              "--weights", "model"]
+    code, err, out = one_line([*common, "--n", 4, "--label", 7, "--guidance", 2.5, "--out", tmp_path / "a"], capsys)
+    assert code == 0 and err == [] and "label 7, guidance 2.5" in out
+    with np.load(tmp_path / "a" / "samples.npz") as f:
+        assert f["labels"].tolist() == [7] * 4 and float(f["guidance"]) == 2.5
+        assert f["images"].shape == (4, 32, 32)
+    code, err, out = one_line([*common, "--n", 12, "--out", tmp_path / "b"], capsys)      # no --label
+    assert code == 0 and "labels 0-9 in turn, guidance 1" in out
+    with np.load(tmp_path / "b" / "samples.npz") as f:
+        assert f["labels"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    code, err, _ = one_line([*common, "--label", 10, "--out", tmp_path / "c"], capsys)
+    assert code == 2 and err == ["error: --label must be from 0 to 9 for this model, got 10"]
+    assert not (tmp_path / "c" / "samples.npz").exists()
+
+
+def test_checkpoint_by_shipped_name(tmp_path, capsys):
+    from ddpm_lib.checkpoint import SHIPPED_MODELS
+
+    code, err, out = one_line(["sample", "--checkpoint", "mnist", "--n", 1, "--steps", 2, "--device", "cpu",
+                               "--no-progress", "--out", tmp_path], capsys)
+    assert code == 0 and err == []
+    with np.load(tmp_path / "samples.npz") as f:
+        assert Path(str(f["checkpoint"])) == SHIPPED_MODELS["mnist"]
+
+
 def test_resume_continues_to_more_steps(trained):
     result = run("train", "--resume", "--out", trained, "--steps", 6, "--no-progress")
     assert result.returncode == 0, result.stderr
@@ -102,6 +139,10 @@ def test_yaml_config_is_read(tmp_path):
     (["sample", "--eta", "lots"], "--eta: invalid float value: 'lots'"),
     (["sample", "--sampler", "ddim", "--variance", "posterior"], "--variance is for --sampler ddpm"),
     (["sample", "--sampler", "plms"], "invalid choice: 'plms'"),
+    (["sample", "--label", "3"], "--label need a class-conditional model; "),
+    (["sample", "--guidance", "2"], "--guidance need a class-conditional model; "),
+    (["sample", "--label", "-1"], "--label: must be at least 0"),
+    (["sample", "--guidance", "inf"], "--guidance must be a finite number"),
     (["train", "--device", "cuda:7"] if not torch.cuda.is_available() else ["train", "--device", "tpu"],
      "device"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
