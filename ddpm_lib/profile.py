@@ -29,19 +29,23 @@ class BookProfile:
     chunk_size: int             # images per model call when sampling
     ddim_steps: tuple           # numbers of steps the DDIM chapter's slider shows (it samples each)
     invert_steps: tuple         # numbers of steps of the DDIM chapter's inversion round trips
+    cond_per_label: int         # images per label in the conditional chapter's grid
+    cond_slider_per_label: int  # images per label in each frame of its guidance slider
+    cond_steps: int             # DDIM steps of its samples
 
 
 PROFILES = {
     "cpu": dict(preset="tiny", train_steps=100, train_batch=64, n_samples=36, sample_steps=250,
                 bpd_images=32, bpd_timesteps=50, chunk_size=64, ddim_steps=(5, 10, 20, 50),
-                invert_steps=(10, 20, 50)),
+                invert_steps=(10, 20, 50), cond_per_label=6, cond_slider_per_label=3, cond_steps=20),
     # A chapter within ~3 minutes on a T4 (~8 TFLOP/s in float32, no bf16), ~1 minute on an H100:
     # chapter 4 trains the 'small' preset (0.45 GFLOP per image forward) for 1,000 steps of 256
     # images, about 0.35 PFLOP; the full-size 'tutorial' run is a CLI command in the text.
     # Chapter 2's bits/dim sums all 1,000 terms (exact) for 256 held-out digits.
     "cuda": dict(preset="small", train_steps=1_000, train_batch=256, n_samples=256, sample_steps=1000,
                  bpd_images=256, bpd_timesteps=1000, chunk_size=1024,
-                 ddim_steps=(5, 10, 20, 50, 100, 250, 1000), invert_steps=(10, 20, 50, 100, 250, 1000)),
+                 ddim_steps=(5, 10, 20, 50, 100, 250, 1000), invert_steps=(10, 20, 50, 100, 250, 1000),
+                 cond_per_label=10, cond_slider_per_label=8, cond_steps=50),
 }
 
 

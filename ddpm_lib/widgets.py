@@ -21,7 +21,7 @@ Needs ``ipywidgets`` (the ``book`` extra).
 from __future__ import annotations
 
 import io
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -202,7 +202,8 @@ def forward_process_viewer(x0: Tensor, schedules: NoiseSchedule | Mapping[str, N
 
 
 def steps_viewer(samples: Mapping[str, Mapping[int, Tensor]] | Mapping[int, Tensor], *, width: int = 420,
-                 interval: int = 600, unit: str = "steps"):
+                 interval: int = 600, unit: str = "steps", nrow: int | None = None,
+                 frame_label: Callable[[str, Any], str] | None = None):
     """A slider over the number of sampling steps: the same images drawn with each number of steps.
 
     ``samples`` maps a sampler's label (e.g. ``"DDIM, eta = 0"``) to a dict from a number of steps to the
@@ -210,6 +211,9 @@ def steps_viewer(samples: Mapping[str, Mapping[int, Tensor]] | Mapping[int, Tens
     dict from steps to images is one unlabelled sampler. The slider and Play button move through the
     numbers of steps (smallest first) and a toggle switches samplers, all in the browser (``jslink``).
     Nothing is sampled here: draw the images with :func:`ddim_sample` / :func:`ddpm_sample` first.
+    The keys need not be numbers of steps: ``unit`` names what the slider moves through (a guidance
+    weight, say), ``frame_label(name, key)`` writes each frame's caption (default ``"{name}: {key} {unit}"``)
+    and ``nrow`` sets the images per grid row (default: a square grid).
 
     Returns an ``ipywidgets.VBox`` with attributes ``slider``, ``play``, ``toggle``, ``stacks``,
     ``labels`` and ``steps`` (the numbers of steps, in slider order).
@@ -230,9 +234,9 @@ def steps_viewer(samples: Mapping[str, Mapping[int, Tensor]] | Mapping[int, Tens
             if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] not in (1, 3):
                 raise ValueError(f"{name!r}, {k} {unit}: images must be (N, 1 or 3, H, W), "
                                  f"got {getattr(images, 'shape', type(images))}")
-        nrow = int(round(next(iter(by_steps.values())).shape[0] ** 0.5))
-        frame_pngs[name] = [frame_png(make_grid(by_steps[k].detach().float().cpu(), nrow=nrow)) for k in steps]
-        labels[name] = [f"{name}: {k} {unit}" for k in steps]
+        per_row = nrow or int(round(next(iter(by_steps.values())).shape[0] ** 0.5))
+        frame_pngs[name] = [frame_png(make_grid(by_steps[k].detach().float().cpu(), nrow=per_row)) for k in steps]
+        labels[name] = [frame_label(name, k) if frame_label else f"{name}: {k} {unit}" for k in steps]
     play, slider, toggle, stacks, label_stacks, outer_images, outer_labels = _assemble(
         w, frame_pngs, labels, slider_name=unit, toggle_name="sampler", width=width, interval=interval)
     rows = [_style(), w.HBox([play, slider]), outer_labels, outer_images]
