@@ -4,9 +4,10 @@
 
 ``n`` counts the updates so far. The warm-up factor (1 + n) / (10 + n), the one of TensorFlow's
 ExponentialMovingAverage, keeps the average from being dominated by the random initial weights: with a
-plain decay of 0.9999 the EMA copy would still be mostly initialisation after 10,000 steps, and its
-samples pure noise. The update is one fused ``torch._foreach_lerp_`` over all parameters (the same
-primitive as ``torch.optim.swa_utils.get_ema_multi_avg_fn``).
+plain decay of 0.9999 the initial weights would still make up 90% of the EMA copy after 1,000 steps
+(0.9999^1000) and 37% after 10,000 (0.9999^10000, about 1/e), enough to spoil its samples. The update
+is one fused ``torch._foreach_lerp_`` over all parameters (the same primitive as
+``torch.optim.swa_utils.get_ema_multi_avg_fn``).
 
 Buffers (non-trained state, such as a registered schedule or normalisation statistics) are copied
 from the live model, never averaged, and the EMA never touches anything but its own copy.
