@@ -264,7 +264,8 @@ def test_a_second_trainer_is_locked_out_and_sigterm_saves_then_stops(tmp_path):
 @pytest.mark.slow
 def test_sigint_while_sampling_says_no_samples_were_written(tmp_path):
     """Issue 19: SIGINT during `sample` printed the training message ('the last checkpoint written is intact')."""
-    proc = subprocess.Popen(cli("sample", "--n", 2, "--steps", 1000, "--device", "cpu", "--out", tmp_path / "s"),
+    proc = subprocess.Popen(cli("sample", "--sampler", "ddpm", "--n", 2, "--steps", 1000, "--device", "cpu",
+                                "--out", tmp_path / "s"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         read_stderr_until(proc, r"sampling")
