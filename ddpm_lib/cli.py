@@ -270,7 +270,8 @@ def sample_labels(model, ckpt: dict, args: argparse.Namespace):
     if not classes:
         given = [flag for flag, value in (("--label", args.label), ("--guidance", args.guidance)) if value is not None]
         if given:
-            raise UsageError(f"{' and '.join(given)} need a class-conditional model; {ckpt['path']} has no labels")
+            verb = "needs" if len(given) == 1 else "need"
+            raise UsageError(f"{' and '.join(given)} {verb} a class-conditional model; {ckpt['path']} has no labels")
         return None, 1.0
     if args.label is not None and args.label >= classes:
         raise UsageError(f"--label must be from 0 to {classes - 1} for this model, got {args.label}")
@@ -423,7 +424,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if labels is not None:
         which = f"label {args.label}" if args.label is not None else f"labels 0-{model.num_classes - 1} in turn"
         how += f", {which}, guidance {guidance:g}"
-    print(f"wrote {args.n} images ({how}, seed {args.seed}) to {out / 'samples.png'} and {out / 'samples.npz'}")
+    images_word = "image" if args.n == 1 else "images"
+    print(f"wrote {args.n} {images_word} ({how}, seed {args.seed}) to {out / 'samples.png'} and "
+          f"{out / 'samples.npz'}")
     return 0
 
 
