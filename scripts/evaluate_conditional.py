@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     parser.add_argument("--guidance", type=float, nargs="+", default=GUIDANCE, help="weights to sweep")
     parser.add_argument("--note", default=None, help="how the run was carried out, for the card")
+    parser.add_argument("--command", default=None,
+                        help="the command(s) that trained it, for the card (default: train --config configs/NAME.yml)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test: 40 images, 1 seed, 5 steps, nothing shipped")
     args = parser.parse_args()
@@ -105,7 +107,7 @@ def main() -> None:
     config = ckpt["config"]
     card = {
         "name": args.name,
-        "command": f"python -m ddpm_lib train --config configs/{args.name}.yml",
+        "command": args.command or f"python -m ddpm_lib train --config configs/{args.name}.yml",
         "config": config,
         "stopped_at_step": ckpt["step"],
         "data": {"dataset": config["dataset"], "train_images": int(load_dataset(config["dataset"]).shape[0]),
