@@ -30,7 +30,7 @@ MEMORY_HINTS = {"train": "lower --batch-size (or use a smaller --preset)", "samp
                 "metrics": "score fewer images", "bench": "lower --batch-size"}
 INTERRUPTED = {"sample": "no samples were written", "metrics": "nothing was written",
                "train": "nothing was written", "bench": "nothing was written"}
-# `sample` with the shipped model on a CPU: DDIM (eta 0) on 50 steps scores within a few points of
+# `sample` with a shipped model on a CPU: DDIM (eta 0) on 50 steps scores within a few points of
 # 1,000 DDPM steps, 20 times faster (scripts/sampler_quality.py; chapter 6 and appendix A1 have the rows).
 SHIPPED_CPU_SAMPLER, SHIPPED_CPU_STEPS = "ddim", 50
 DDIM_DEFAULT_STEPS = 50                                  # `--sampler ddim` without --steps, any model
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "mnist (the default), mnist-conditional")
     sample.add_argument("--n", type=positive_int, default=64, help="number of images (default 64)")
     sample.add_argument("--sampler", choices=("ddpm", "ddim"), default=None,
-                        help="DDPM's ancestral sampler or DDIM (default: ddim for the shipped model on a CPU, "
+                        help="DDPM's ancestral sampler or DDIM (default: ddim for the shipped models on a CPU, "
                              "else ddpm)")
     sample.add_argument("--eta", type=float, default=None,
                         help="DDIM's noise scale: 0 deterministic, 1 DDPM's posterior variance (default 0)")
@@ -370,14 +370,14 @@ def gigabytes(n: float) -> str:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .checkpoint import SHIPPED, load_checkpoint, model_from_checkpoint, resolve_checkpoint
+    from .checkpoint import SHIPPED_MODELS, load_checkpoint, model_from_checkpoint, resolve_checkpoint
     from .data import to_uint8
     from .device import resolve_device
     from .sampling import ddim_sample, ddpm_sample
 
     device = resolve_device(args.device)
-    shipped_cpu = (args.checkpoint is None or resolve_checkpoint(args.checkpoint).resolve() == SHIPPED) \
-        and device.type == "cpu"
+    shipped = {path.resolve() for path in SHIPPED_MODELS.values()}
+    shipped_cpu = resolve_checkpoint(args.checkpoint).resolve() in shipped and device.type == "cpu"
     sampler = args.sampler or (SHIPPED_CPU_SAMPLER if shipped_cpu else "ddpm")
     if sampler == "ddpm" and args.eta is not None:
         raise UsageError("--eta is for --sampler ddim" + ("" if args.sampler else " (the sampler here is ddpm)"))

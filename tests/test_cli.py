@@ -63,13 +63,16 @@ def test_sampler_and_eta_are_used_and_recorded(trained, tmp_path):
         assert not np.array_equal(f["images"], ddim_images)
 
 
-def test_shipped_model_on_a_cpu_defaults_to_ddim(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", [[], ["--checkpoint", "mnist-conditional"]], ids=["default", "conditional"])
+def test_shipped_models_on_a_cpu_default_to_ddim(name, tmp_path, monkeypatch):
     from ddpm_lib.cli import SHIPPED_CPU_SAMPLER, SHIPPED_CPU_STEPS, main
 
     monkeypatch.chdir(tmp_path)
-    assert main(["sample", "--n", "1", "--device", "cpu", "--no-progress"]) == 0
+    assert main(["sample", *name, "--n", "1", "--device", "cpu", "--no-progress"]) == 0
     with np.load(tmp_path / "samples" / "samples.npz") as f:
         assert (str(f["sampler"]), int(f["steps"]), float(f["eta"])) == (SHIPPED_CPU_SAMPLER, SHIPPED_CPU_STEPS, 0.0)
+        if name:                                                           # the card's default guidance
+            assert float(f["guidance"]) == load_checkpoint("mnist-conditional")["default_guidance"]
 
 
 @pytest.fixture(scope="module")
