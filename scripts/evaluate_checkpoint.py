@@ -49,6 +49,23 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def card_provenance(name: str, command: str, ckpt: dict, model, note: str | None, training) -> dict:
+    """The first entries of a model card: what was trained, how, on which data and hardware."""
+    config = ckpt["config"]
+    return {
+        "name": name,
+        "command": command,
+        "config": config,
+        "stopped_at_step": ckpt["step"],
+        "data": {"dataset": config["dataset"], "train_images": int(load_dataset(config["dataset"]).shape[0]),
+                 "fingerprint": ckpt["data_hash"]},
+        "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads (CPU only), torch {torch.__version__}",
+        "note": note,
+        "training": training,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
 def cli_sample(checkpoint: Path | None, out: Path, n: int, steps: int | None, seed: int = 0,
                sampler: str | None = None) -> tuple[np.ndarray, float]:
     """Run `python -m ddpm_lib sample` as a reader would; returns the images and the wall time."""
@@ -143,18 +160,9 @@ def main() -> None:
     bpd_s = time.perf_counter() - start
     print(f"bits/dim {bpd['bpd'].mean():.4f} +- {bpd['bpd'].std() / len(x0) ** 0.5:.4f} ({bpd_s:.0f} s)")
 
-    config = ckpt["config"]
     card = {
-        "name": "mnist_small",
-        "command": "python -m ddpm_lib train --config configs/mnist_small.yml",
-        "config": config,
-        "stopped_at_step": ckpt["step"],
-        "data": {"dataset": config["dataset"], "train_images": int(load_dataset(config["dataset"]).shape[0]),
-                 "fingerprint": ckpt["data_hash"]},
-        "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads (CPU only), torch {torch.__version__}",
-        "note": args.note,
-        "training": log,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        **card_provenance("mnist_small", "python -m ddpm_lib train --config configs/mnist_small.yml", ckpt, model,
+                          args.note, log),
         "sampler_default": {"sampler": default_sampler, "steps_on_cpu": default_steps, "variance": default_noise,
                             "images": n,
                             "seconds": round(default_s, 1)},

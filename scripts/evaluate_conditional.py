@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ddpm_lib.checkpoint import export_weights, load_checkpoint, model_from_checkpoint
-from ddpm_lib.data import load_dataset, to_uint8
+from ddpm_lib.data import to_uint8
 from ddpm_lib.metrics import conditional_quality, reference_split
 from ddpm_lib.sampling import ddim_sample
 
@@ -59,7 +59,7 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def main() -> None:
-    from evaluate_checkpoint import cpu_name, downsample_log                 # the same card helpers
+    from evaluate_checkpoint import card_provenance, downsample_log          # the same card helpers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="the training run's last.pt")
@@ -104,19 +104,11 @@ def main() -> None:
 
     ref, calib, _, calib_labels = reference_split(args.dataset, with_labels=True)
     real = conditional_quality(calib, calib_labels, dataset=args.dataset)
-    config = ckpt["config"]
+    training = (None if args.quick
+                else downsample_log(args.checkpoint.parent / "log.csv", ASSETS / f"{args.name}_log.csv"))
     card = {
-        "name": args.name,
-        "command": args.command or f"python -m ddpm_lib train --config configs/{args.name}.yml",
-        "config": config,
-        "stopped_at_step": ckpt["step"],
-        "data": {"dataset": config["dataset"], "train_images": int(load_dataset(config["dataset"]).shape[0]),
-                 "fingerprint": ckpt["data_hash"]},
-        "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads (CPU only), torch {torch.__version__}",
-        "note": args.note,
-        "training": downsample_log(args.checkpoint.parent / "log.csv", ASSETS / f"{args.name}_log.csv")
-        if not args.quick else None,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        **card_provenance(args.name, args.command or f"python -m ddpm_lib train --config configs/{args.name}.yml",
+                          ckpt, model, args.note, training),
         "sampler": {"name": "ddim", "eta": 0.0, "steps": args.steps, "images": args.n, "seeds": args.seeds},
         "guidance_sweep": sweep,
         "default_guidance": default_guidance(sweep),
