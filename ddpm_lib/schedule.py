@@ -284,6 +284,27 @@ class NoiseSchedule:
         return ((self._extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0)
                 / self._extract(self.sqrt_recipm1_alphas_cumprod, t, x_t))
 
+    def velocity(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """The v-prediction target (Salimans & Ho 2022): v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0.
+
+        With x_t = cos(phi) x_0 + sin(phi) eps, where cos(phi) = sqrt(abar_t), v = dx_t / dphi.
+        """
+        self._check_pair(x0, t)
+        return (self._extract(self.sqrt_alphas_cumprod, t, x0) * eps
+                - self._extract(self.sqrt_one_minus_alphas_cumprod, t, x0) * x0)
+
+    def predict_x0_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        """x_0 = sqrt(abar_t) x_t - sqrt(1 - abar_t) v (a rotation back by the angle phi)."""
+        self._check_pair(x_t, t)
+        return (self._extract(self.sqrt_alphas_cumprod, t, x_t) * x_t
+                - self._extract(self.sqrt_one_minus_alphas_cumprod, t, x_t) * v)
+
+    def predict_eps_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        """eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v."""
+        self._check_pair(x_t, t)
+        return (self._extract(self.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t
+                + self._extract(self.sqrt_alphas_cumprod, t, x_t) * v)
+
     def snr(self, t: Tensor) -> Tensor:
         """Signal-to-noise ratio of q(x_t | x_0): abar_t / (1 - abar_t), float64, shape (B,)."""
         self.check_t(t)

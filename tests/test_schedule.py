@@ -98,6 +98,31 @@ def test_predict_x0_from_eps_inverts_q_sample():
     assert torch.allclose(s.predict_eps_from_x0(x_t, t, x0), eps, atol=1e-3)
 
 
+def test_v_parametrisation_is_the_angle_derivative_and_inverts():
+    s = NoiseSchedule.cosine(1000)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(6, 1, 4, 4, generator=g, dtype=torch.float64) * 2 - 1
+    eps = torch.randn(6, 1, 4, 4, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 10, 200, 500, 900, 999])
+    x_t = s.q_sample(x0, t, eps)
+    v = s.velocity(x0, t, eps)
+    # float64 arithmetic of a few terms of order 1: rounding ~1e-15
+    assert torch.allclose(s.predict_x0_from_v(x_t, t, v), x0, rtol=0, atol=1e-12)
+    assert torch.allclose(s.predict_eps_from_v(x_t, t, v), eps, rtol=0, atol=1e-12)
+    # v = d x_t / d phi for x_t = cos(phi) x0 + sin(phi) eps, cos(phi) = sqrt(abar_t)
+    phi = torch.arccos(s.sqrt_alphas_cumprod[t]).view(-1, 1, 1, 1).requires_grad_(True)
+    x_phi = phi.cos() * x0 + phi.sin() * eps
+    assert torch.allclose(x_phi, x_t, rtol=0, atol=1e-12)
+    dx = torch.autograd.grad(x_phi, phi, grad_outputs=torch.ones_like(x_phi))[0]
+    # autograd sums over each image: compare the per-image sums of v
+    assert torch.allclose(dx.flatten(), v.flatten(1).sum(1), rtol=0, atol=1e-12)
+    # v is unit-variance noise when x0 and eps are both standard normal (a rotation of them)
+    big = torch.randn(200_000, 1, generator=g, dtype=torch.float64)
+    noise = torch.randn(200_000, 1, generator=g, dtype=torch.float64)
+    tt = torch.full((200_000,), 300)
+    assert abs(s.velocity(big, tt, noise).var().item() - 1) < 0.02   # ~6 standard errors
+
+
 def test_snr_is_abar_over_one_minus_abar_and_decreasing():
     s = NoiseSchedule.linear()
     t = torch.arange(1000)
