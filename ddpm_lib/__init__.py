@@ -9,7 +9,8 @@ from .ema import EMA
 from .losses import bits_per_dim, ddpm_loss, discretized_gaussian_log_likelihood, normal_kl, vlb_terms
 from .sampling import Trajectory, ddim_invert, ddim_sample, ddim_sigma, ddim_step, ddpm_sample, guided, slerp
 from .schedule import NoiseSchedule
-from .training import Trainer, TrainingDiverged, TrainingInterrupted
+from .stopping import TrainingInterrupted
+from .training import Trainer, TrainingDiverged
 from .unet import PRESETS, UNet
 
 __version__ = "0.1.0"

@@ -7,8 +7,9 @@
 AdamW with linear warm-up (and an optional linear decay at the end), gradient clipping, a non-finite-loss
 guard, autocast on CUDA (bf16, or fp16 with a gradient scaler), channels_last, optional torch.compile,
 DistributedDataParallel under torchrun, label dropout for class-conditional models, tqdm progress, a CSV
-log of every step, and atomic checkpoints from which a killed run continues exactly; optionally TensorBoard
-scalars and grids of samples along the way (:mod:`ddpm_lib.monitor`). The run's settings are a
+log of every step, and atomic checkpoints from which a killed run continues exactly (:mod:`ddpm_lib.run_state`);
+SIGINT or SIGTERM stop it between two steps (:mod:`ddpm_lib.stopping`); optionally TensorBoard scalars and
+grids of samples along the way (:mod:`ddpm_lib.monitor`). The run's settings are a
 :class:`~ddpm_lib.config.RunConfig`; the device and precision come from :mod:`ddpm_lib.device`.
 """
 
@@ -16,12 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import os
 import signal
-import threading
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -30,33 +28,23 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt_io
-from .config import RunConfig, check_same_run, resume_config
+from . import run_state
+from .config import RunConfig
 from .data import check_images, check_labels, fingerprint, load_dataset
 from .device import DistInfo, autocast_dtype, resolve_device
-from .ema import EMA, unwrap
+from .ema import EMA
 from .files import RunLock, remove_stale_temporaries, temporary_name, write_failure
 from .losses import ddpm_loss
 from .monitor import RunMonitor
 from .schedule import NoiseSchedule
+from .stopping import StopSignals, TrainingInterrupted, interrupted_message, stop
 from .unet import UNet
 
 LOG_FIELDS = ("step", "loss", "grad_norm", "lr", "ema_decay", "skipped", "img_per_s", "elapsed_s")
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
 class TrainingDiverged(RuntimeError):
     """The loss was not finite for too many steps in a row."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT or SIGTERM; ``message`` says what was saved, ``signum`` which signal it was."""
-
-    def __init__(self, message: str, signum: int = signal.SIGINT):
-        super().__init__(message)
-        self.message = message
-        self.signum = signum
 
 
 def lr_factor(step: int, config: RunConfig) -> float:
@@ -164,36 +152,6 @@ def _spans(numbers: list[int]) -> str:
             spans.append([n, n])
     text = [f"{a}-{b}" if a != b else f"{a}" for a, b in spans[:5]]
     return ", ".join(text) + (", ..." if len(spans) > 5 else "")
-
-
-class StopSignals:
-    """While active, SIGINT and SIGTERM ask the training loop to stop at the next step boundary.
-
-    ``signum`` is the signal received (None until then). A second signal stops at once (KeyboardInterrupt).
-    Only in the main thread of a lone process: elsewhere (another thread; torchrun, where each process would
-    stop at a different step) the signals keep their usual effect.
-    """
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
-        self.signum: int | None = None
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> "StopSignals":
-        if self.enabled:
-            for signum in STOP_SIGNALS:
-                self._previous[signum] = signal.getsignal(signum)
-                signal.signal(signum, self._note)
-        return self
-
-    def _note(self, signum: int, frame) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 class Trainer:
@@ -361,8 +319,8 @@ class Trainer:
                 self.flush_log()
                 raise TrainingDiverged(
                     f"the loss was not finite for {self._bad_in_a_row} steps in a row (up to step {r['step']}); "
-                    f"those steps were skipped, so the weights are the last good ones; {self.checkpoint_note()}; "
-                    f"try a lower --lr (now {self.config.lr})")
+                    f"those steps were skipped, so the weights are the last good ones; "
+                    f"{run_state.checkpoint_note(self)}; try a lower --lr (now {self.config.lr})")
         self._log_buffer.extend(out)
         return out
 
@@ -380,7 +338,7 @@ class Trainer:
             except KeyboardInterrupt as err:                               # mid-step: nothing more is saved
                 if isinstance(err, TrainingInterrupted):
                     raise
-                raise TrainingInterrupted(self._interrupted_message(signal.SIGINT, saved=False)) from None
+                raise TrainingInterrupted(interrupted_message(self, signal.SIGINT, saved=False)) from None
 
     def _train_loop(self, steps: int | None = None) -> list[dict]:
         target = self.config.steps if steps is None else steps
@@ -406,7 +364,7 @@ class Trainer:
                     self.save_checkpoint()
             if self._signals.signum is not None and self.step < target:
                 rows.extend(self.collect())
-                self._stop(self._signals.signum)
+                stop(self, self._signals.signum)
         finally:
             bar.close()
             rows.extend(self.collect())
@@ -418,33 +376,6 @@ class Trainer:
         """The lock of the output folder (process 0 only; the others write nothing)."""
         return RunLock(self.out) if self.dist.is_main else contextlib.nullcontext()
 
-    def _stop(self, signum: int) -> None:
-        """After SIGINT/SIGTERM between two steps: save a checkpoint if the last is old, raise TrainingInterrupted."""
-        saved_step = self.last_checkpoint[1] if self.last_checkpoint is not None else 0
-        saved = self.step - saved_step > self.save_on_stop_after
-        if saved:
-            self.save_checkpoint()
-        raise TrainingInterrupted(self._interrupted_message(signum, saved), signum)
-
-    def _interrupted_message(self, signum: int, saved: bool) -> str:
-        what = f"interrupted ({signal.Signals(signum).name}) at step {self.step}"
-        if saved:
-            return f"{what}; saved {self.last_checkpoint[0]} there; continue with {self._resume_flag()}"
-        if self.last_checkpoint is None:
-            return f"{what}, before the first checkpoint: no checkpoint was saved"
-        return f"{what}; {self.checkpoint_note()}; continue with {self._resume_flag()}"
-
-    def checkpoint_note(self) -> str:
-        """Which checkpoint this run can continue from, in words."""
-        if self.last_checkpoint is None:
-            return "no checkpoint was written yet"
-        path, step = self.last_checkpoint
-        return f"the last checkpoint, {path} (step {step}), is intact"
-
-    def _resume_flag(self) -> str:
-        path = self.last_checkpoint[0]
-        return "--resume" if Path(path).resolve() == (self.out / "last.pt").resolve() else f"--resume {path}"
-
     # ------------------------------------------------------------------ files
     def flush_log(self) -> None:
         """Append buffered log rows to OUT/log.csv, and to TensorBoard when it is on (process 0 only)."""
@@ -455,126 +386,12 @@ class Trainer:
         self.monitor.log(self._log_buffer)
         self._log_buffer.clear()
 
-    def state(self) -> dict:
-        """Everything a checkpoint holds (see ddpm_lib.checkpoint)."""
-        rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        rngs = [rng]
-        if self.dist.world_size > 1:
-            rngs = [None] * self.dist.world_size
-            dist.all_gather_object(rngs, {k: v.cpu() for k, v in rng.items()})
-        return {"format": ckpt_io.FORMAT, "version": ckpt_io.VERSION, "kind": "train", "step": self.step,
-                "config": self.config.to_dict(), "model_config": unwrap(self.model).config,
-                "schedule": self.schedule.to_config(), "model": unwrap(self.model).state_dict(),
-                "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "rng": rngs, "data_hash": self.data_hash,
-                **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
-                "skipped_steps": self.skipped_steps, "world_size": self.dist.world_size,
-                "torch_version": str(torch.__version__)}
-
-    def save_checkpoint(self, path: str | Path | None = None) -> Path:
-        """Write OUT/last.pt (or ``path``) atomically; only process 0 writes.
-
-        OUT/last.pt's previous version is kept as OUT/prev.pt (also atomically), so a damaged last.pt has a
-        fall-back (:func:`~ddpm_lib.checkpoint.load_checkpoint_or_previous`).
-        """
-        last = self.out / "last.pt"
-        path = Path(path) if path is not None else last
-        self.collect()                                                     # the log and counters up to now
-        if self.dist.world_size > 1:
-            self._check_in_sync()
-        state = self.state()                                               # collective under torchrun
-        if self.dist.is_main:
-            self.flush_log()
-            ckpt_io.atomic_save(state, path, previous=self._previous_name(path))
-        if self.dist.world_size > 1:
-            dist.barrier()
-        self.last_checkpoint = (path, self.step)
-        return path
-
-    def _previous_name(self, path: Path) -> Path | None:
-        """Where atomic_save keeps the last.pt it replaces: OUT/prev.pt, if that last.pt is one this run wrote or
-        resumed from (not a damaged file that a resume fell back from, nor another run's file)."""
-        last, prev = (self.out / "last.pt").resolve(), (self.out / "prev.pt").resolve()
-        known = Path(self.last_checkpoint[0]).resolve() if self.last_checkpoint is not None else None
-        if Path(path).resolve() != last:
-            return None
-        if known == last:
-            return prev
-        if known != prev:                                                  # a prev.pt not of this run
-            prev.unlink(missing_ok=True)
-        return None
-
-    def load_state(self, ckpt: dict) -> None:
-        """Continue from a training checkpoint, after checking it belongs to this run."""
-        check_same_run(ckpt, self.config)
-        name = ckpt.get("path", "the checkpoint")
-        if ckpt.get("data_hash") != self.data_hash:
-            raise ckpt_io.CheckpointError(f"{name} was trained on other data than {self.config.dataset!r} here "
-                                          "(the data set's fingerprint differs)")
-        if ckpt.get("world_size", 1) != self.dist.world_size:
-            raise ckpt_io.CheckpointError(f"{name} was written by {ckpt.get('world_size', 1)} process(es), "
-                                          f"not {self.dist.world_size}")
-        try:
-            unwrap(self.model).load_state_dict(ckpt["model"])
-            self.ema.load_state_dict(ckpt["ema"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-        except (RuntimeError, KeyError, ValueError, TypeError) as err:
-            raise ckpt_io.CheckpointError(f"{name} does not fit this run's model or optimizer "
-                                          f"({ckpt_io.reason(err)})") from None
-        if self.scaler is not None and "scaler" in ckpt:
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.step = int(ckpt["step"])
-        self.skipped_steps = int(ckpt.get("skipped_steps", 0))
-        rng = ckpt["rng"][self.dist.rank]
-        torch.set_rng_state(rng["torch"].cpu())
-        self.generator.set_state(rng["generator"].cpu())
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
-        self.last_checkpoint = (Path(ckpt["path"]), self.step) if "path" in ckpt else None
-        self._repair_log()
-
-    def _repair_log(self) -> None:
-        """Cut the log back to the checkpoint's step (a killed run logs past it) and repair a damaged one."""
-        if self.dist.is_main and self.log.path.exists():
-            with self.folder_lock():
-                note = self.log.repair(self.step)
-            if note:
-                warnings.warn(note, stacklevel=3)
-
-    @classmethod
-    def resume(cls, checkpoint: str | Path | dict, overrides: dict | None = None, **kwargs) -> "Trainer":
-        """A Trainer continuing the run saved in ``checkpoint`` (a path or a loaded checkpoint).
-
-        A run's last.pt that is missing or damaged is replaced by its prev.pt, with a warning saying so.
-
-        ``overrides`` may change what does not make it another run (``steps``, ``out``, ``lr_decay_steps``,
-        ...; see :func:`~ddpm_lib.config.resume_config`, which refuses the rest before any data is loaded).
-        ``kwargs`` go to the constructor (``data=``, ``labels=``, ``model=``).
-        """
-        if isinstance(checkpoint, dict):
-            ckpt = checkpoint
-        else:
-            ckpt, note = ckpt_io.load_checkpoint_or_previous(checkpoint)
-            if note:
-                warnings.warn(note, stacklevel=2)
-        config = resume_config(ckpt, overrides)
-        # The weights come from the checkpoint: the run's init_from (kept in its settings) is not read again.
-        trainer = cls(dataclasses.replace(config, init_from=None), **kwargs)
-        trainer.config = config
-        trainer.load_state(ckpt)
-        return trainer
-
-    def _check_in_sync(self) -> None:
-        """Under DDP every process must hold the same weights; refuse to save if they drifted apart."""
-        checksum = torch.stack([p.detach().double().sum() for p in self.model.parameters()]).sum().reshape(1)
-        sums = [torch.zeros_like(checksum) for _ in range(self.dist.world_size)]
-        dist.all_gather(sums, checksum)
-        if any(not torch.equal(s, sums[0]) for s in sums):
-            raise RuntimeError(f"the processes' weights differ at step {self.step} (checksums "
-                               f"{[float(s) for s in sums]}); the last checkpoint was not overwritten")
+    # Checkpoints: what they hold, writing one, continuing from one (ddpm_lib.run_state). The functions take the
+    # trainer as their first argument, so they are its methods as they are, docstrings included.
+    state = run_state.state
+    save_checkpoint = run_state.save_checkpoint
+    load_state = run_state.load_state
+    resume = classmethod(run_state.resume)
 
 
 def _param_groups(model: nn.Module, config: RunConfig) -> list[dict]:
