@@ -23,6 +23,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .parametrisation import Parametrisations
+
 VARIANCES = ("beta", "posterior")                                          # see model_variance
 SCHEDULES = ("linear", "cosine")                                           # see from_name
 MAX_TIMESTEPS = 100_000                                                    # T beyond this is a mistake, not a model
@@ -44,11 +46,12 @@ def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
     return (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
 
 
-class NoiseSchedule:
+class NoiseSchedule(Parametrisations):
     """beta_1..beta_T and the forward-process quantities of DDPM, with the maths that uses them.
 
     Build one with :meth:`linear` or :meth:`cosine` (or from raw ``betas``). ``t`` arguments are
-    LongTensors of shape (B,) with values in ``0 .. T-1`` (see the module docstring).
+    LongTensors of shape (B,) with values in ``0 .. T-1`` (see the module docstring). The conversions
+    between the eps-, x_0- and v-parametrisations and the SNR come from :class:`Parametrisations`.
     """
 
     def __init__(self, betas: Tensor, *, kind: str = "custom", params: dict | None = None,
@@ -271,45 +274,6 @@ class NoiseSchedule:
         variance = self._extract(self.posterior_variance, t, x_t)
         log_variance = self._extract(self.posterior_log_variance_clipped, t, x_t)
         return mean, variance, log_variance
-
-    def predict_x0_from_eps(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        """Invert q_sample: x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
-        self._check_pair(x_t, t)
-        return (self._extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
-                - self._extract(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps)
-
-    def predict_eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
-        """The noise that takes x_0 to x_t: eps = (x_t / sqrt(abar_t) - x_0) / sqrt(1/abar_t - 1)."""
-        self._check_pair(x_t, t)
-        return ((self._extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0)
-                / self._extract(self.sqrt_recipm1_alphas_cumprod, t, x_t))
-
-    def velocity(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        """The v-prediction target (Salimans & Ho 2022): v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0.
-
-        With x_t = cos(phi) x_0 + sin(phi) eps, where cos(phi) = sqrt(abar_t), v = dx_t / dphi.
-        """
-        self._check_pair(x0, t)
-        return (self._extract(self.sqrt_alphas_cumprod, t, x0) * eps
-                - self._extract(self.sqrt_one_minus_alphas_cumprod, t, x0) * x0)
-
-    def predict_x0_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
-        """x_0 = sqrt(abar_t) x_t - sqrt(1 - abar_t) v (a rotation back by the angle phi)."""
-        self._check_pair(x_t, t)
-        return (self._extract(self.sqrt_alphas_cumprod, t, x_t) * x_t
-                - self._extract(self.sqrt_one_minus_alphas_cumprod, t, x_t) * v)
-
-    def predict_eps_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
-        """eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v."""
-        self._check_pair(x_t, t)
-        return (self._extract(self.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t
-                + self._extract(self.sqrt_alphas_cumprod, t, x_t) * v)
-
-    def snr(self, t: Tensor) -> Tensor:
-        """Signal-to-noise ratio of q(x_t | x_0): abar_t / (1 - abar_t), float64, shape (B,)."""
-        self.check_t(t)
-        abar = self.alphas_cumprod[t.to(self.device)]
-        return abar / (1.0 - abar)
 
     # ------------------------------------------------------------------ reverse process
     def model_variance(self, variance: str) -> tuple[Tensor, Tensor]:
