@@ -48,13 +48,16 @@ def default_guidance(sweep: dict) -> float:
 
 
 def summarise(runs: list[dict]) -> dict:
-    """Mean and sample standard deviation over seeds of every number the runs share."""
+    """Mean and sample standard deviation over seeds of every number the runs share (and the mean accuracy
+    of each requested class)."""
     keys = ("accuracy", "confident", "class_entropy", "spread", "frechet", "seconds")
     out = {"seeds": len(runs), "n": runs[0]["n"]}
     for k in keys:
         values = np.array([r[k] for r in runs], dtype=np.float64)
         out[k] = round(float(values.mean()), 4)
         out[k + "_sd"] = round(float(values.std(ddof=1)), 4) if len(values) > 1 else 0.0
+    per_class = np.array([r["per_class_accuracy"] for r in runs], dtype=np.float64)   # (seeds, 10)
+    out["per_class_accuracy"] = [round(float(v), 4) for v in np.nanmean(per_class, axis=0)]
     return out
 
 
