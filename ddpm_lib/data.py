@@ -21,6 +21,8 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 MNIST_SAMPLE = ASSETS / "mnist_sample.npz"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DATASETS = ("mnist-sample", "mnist", "fashion-mnist", "cifar10")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
+                         "bag", "ankle boot")                             # label k is FASHION_MNIST_CLASSES[k]
 
 
 class DatasetUnavailable(RuntimeError):

@@ -99,3 +99,11 @@ def test_fingerprint_changes_with_the_data():
     assert fingerprint(x) == fingerprint(x.clone())
     assert fingerprint(x) != fingerprint(x[:9])
     assert fingerprint(x) != fingerprint(torch.flip(x, [0]))
+
+
+def test_fashion_class_names_match_torchvision():
+    from torchvision import datasets
+
+    from ddpm_lib.data import FASHION_MNIST_CLASSES
+
+    assert [c.lower() for c in datasets.FashionMNIST.classes] == [c.lower() for c in FASHION_MNIST_CLASSES]
