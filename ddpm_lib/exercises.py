@@ -1,37 +1,61 @@
-"""Automatic checks for the book's exercises: a student's answer against the library's.
+"""Automatic checks for the book's exercises, keyed by the exercise's label.
 
-    from ddpm_lib.exercises import check
-    check("abar at t=500", my_answer, expected)       # prints a verdict, never raises by default
+    from ddpm_lib.exercises import check, check_function, choose
+    check("ex-forward-abar", my_answer)                 # a number, tensor or tuple
+    check("ex-sampling-x0hat", my_x0, x_t=x500, eps=eps500, schedule=schedule)   # with inputs
+    check_function("ex-forward-qsample", my_q_sample)    # a function, run on seeded random inputs
+    choose("ex-elbo-why-eps", "b")                       # a multiple-choice question
 
-``check`` prints a one-line verdict (right, or how far off) and returns a :class:`Verdict`, which is
-true when the answer is right and shows nothing as a cell's last value (so the verdict line is the
-cell's only output). The hint is in the exercise cell's own source, so it is not printed again. The
-book's solution cells call it with ``strict=True`` so that a wrong solution fails the build and nbval.
+The expected answers are not in the notebooks: this module computes each from the library itself,
+lazily, when its exercise is checked (keyword arguments pass the exercise's *inputs*, a model or a
+noise draw, never the expected value). Each call prints a verdict and returns a :class:`Verdict`,
+which is true when the answer is right and shows nothing as a cell's last value. A wrong answer is
+diagnosed where the mistake is a common one: the answer is compared with what each known mistake
+(a dropped square root, a flipped sign, index t instead of t - 1, ...) would give, then with a
+constant multiple of the expected value. ``None``, a function that returns ``None`` or raises
+``NotImplementedError``, prints "no answer yet". The book's solution cells pass ``strict=True``,
+which raises :class:`ExerciseFailed` on a wrong answer so that nbval and the build catch it.
+
+``check(name, answer, expected)`` with an explicit expected value still works, for pages outside
+the chapters (the appendices).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import textwrap
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Callable
 
 import numpy as np
 import torch
+
+WIDTH = 90                      # printed lines fit the book's article column
 
 
 class ExerciseFailed(AssertionError):
     """A solution cell's answer did not match (raised only with strict=True)."""
 
 
+class UnknownExercise(KeyError):
+    """No exercise has this label (a typo in a notebook, or a key missing from this module)."""
+
+    def __str__(self) -> str:                     # KeyError would print the repr of its argument
+        return str(self.args[0])
+
+
 class Verdict:
-    """The outcome of :func:`check`: truthy when the answer is right.
+    """The outcome of a check: truthy when the answer is right.
 
     As the last expression of a notebook cell it displays nothing (its verdict has been printed);
-    ``repr()`` still says what it is elsewhere.
+    ``repr()`` still says what it is elsewhere. ``message`` is the diagnosis ("" when right).
     """
 
-    __slots__ = ("name", "ok")
+    __slots__ = ("name", "ok", "message")
 
-    def __init__(self, name: str, ok: bool):
-        self.name, self.ok = name, bool(ok)
+    def __init__(self, name: str, ok: bool, message: str = ""):
+        self.name, self.ok, self.message = name, bool(ok), message
 
     def __bool__(self) -> bool:
         return self.ok
@@ -49,32 +73,953 @@ class Verdict:
         pass
 
 
+NO_ANSWER = "no answer yet (replace None)"
+_KEYED = object()                # check() without an expected value: look the label up
+
+
 def _as_array(value: Any) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().double().numpy()
+    elif isinstance(value, (list, tuple)):
+        value = [_as_array(v) if isinstance(v, torch.Tensor) else v for v in value]
     return np.asarray(value, dtype=np.float64)
 
 
-def check(name: str, answer: Any, expected: Any, *, rtol: float = 1e-4, atol: float = 1e-6,
-          hint: str = "", strict: bool = False) -> Verdict:
-    """Compare ``answer`` with ``expected`` (numbers, arrays or tensors; shapes must match).
+def _close(got: np.ndarray, want: np.ndarray, rtol: float, atol: float) -> bool:
+    return got.shape == want.shape and bool(np.allclose(got, want, rtol=rtol, atol=atol))
 
-    Prints one line: ``[right] name`` or ``[not yet] name: ...`` (no answer yet, the wrong shape, or
-    the largest error). ``answer=None`` (the placeholder in an exercise cell) counts as not yet
-    attempted. ``hint`` is for the reader of the cell, where it stands in the source; a wrong answer
-    points to it rather than printing it.
-    """
-    if answer is None or answer is Ellipsis:
-        message, ok = "no answer yet (replace None)", False
-    else:
-        got, want = _as_array(answer), _as_array(expected)
-        if got.shape != want.shape:
-            message, ok = f"shape {got.shape}, expected {want.shape}", False
-        else:
-            ok = bool(np.allclose(got, want, rtol=rtol, atol=atol))
-            err = float(np.max(np.abs(got - want))) if got.size else 0.0
-            message = "" if ok else f"off by up to {err:.3g}" + (" (see the hint)" if hint else "")
-    print(f"[right] {name}" if ok else f"[not yet] {name}: {message}")
+
+def _diagnose(got: np.ndarray, want: np.ndarray, mistakes: list[tuple[str, np.ndarray]],
+              rtol: float, atol: float) -> str:
+    """Why ``got`` is not ``want``: a named mistake, the shape, a sign, a scale factor, or the error."""
+    for message, value in mistakes:
+        if _close(got, value, rtol, atol):
+            return message
+    if got.shape != want.shape:
+        return f"shape {got.shape}, expected {want.shape}"
+    if not np.all(np.isfinite(got)):
+        return "the answer has inf or nan in it"
+    if _close(got, -want, rtol, atol) and np.any(np.abs(want) > atol):
+        return "the sign is flipped"
+    if np.all(want > 0) and _close(got, want ** 2, rtol, atol):
+        return "looks like a missing sqrt: this is the square of the answer"
+    if np.all(want > 0) and np.all(got > 0) and _close(got, np.sqrt(want), rtol, atol):
+        return "looks like an extra sqrt: this is the square root of the answer"
+    mask = np.abs(want) > 1e-8
+    if want.size > 0 and mask.any():
+        ratios = got[mask] / want[mask]
+        factor = float(np.median(ratios))
+        if factor != 0 and _close(got, factor * want, rtol, atol):
+            return f"off by a constant factor: {factor:.4g} times the answer"
+    err = float(np.max(np.abs(got - want))) if got.size else 0.0
+    return f"off by up to {err:.3g}"
+
+
+def _say(ok: bool, shown: str, message: str) -> None:
+    line = f"[right] {shown}" if ok else f"[not yet] {shown}: {message}"
+    print(textwrap.fill(line, WIDTH, subsequent_indent="    ", break_on_hyphens=False))
+
+
+def _shown(name: str) -> str:
+    """How a verdict names its exercise: the title and the label, or free text as it is."""
+    ex = EXERCISES.get(name)
+    return f"{ex.title} ({name})" if ex is not None else name
+
+
+def _finish(name: str, ok: bool, message: str, strict: bool) -> Verdict:
+    _say(ok, _shown(name), message)
     if strict and not ok:
-        raise ExerciseFailed(f"the solution to {name!r} does not match the library")
-    return Verdict(name, ok)
+        raise ExerciseFailed(f"the solution to {name!r} is wrong: {message}")
+    return Verdict(name, ok, message)
+
+
+# ---------------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class ValueExercise:
+    """An exercise whose answer is a value: ``expected(**inputs)``, and what known mistakes give."""
+
+    title: str
+    expected: Callable[..., Any]
+    mistakes: Callable[..., list[tuple[str, Any]]] = lambda **_: []
+    rtol: float = 1e-4
+    atol: float = 1e-6
+    inputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FunctionExercise:
+    """An exercise whose answer is a function, called on ``trials(generator)``'s inputs.
+
+    ``reference(*args)`` is the library's result and each mistake ``(message, wrong(*args))`` what a
+    common slip gives; ``args`` is one tuple of positional arguments per trial.
+    """
+
+    title: str
+    signature: str
+    trials: Callable[[torch.Generator], list[tuple]]
+    reference: Callable[..., Any]
+    mistakes: tuple[tuple[str, Callable[..., Any]], ...] = ()
+    rtol: float = 1e-4
+    atol: float = 1e-5
+
+
+@dataclass(frozen=True)
+class ChoiceExercise:
+    """A multiple-choice question: the right letter, why it is right, why each other one is not."""
+
+    title: str
+    answer: str
+    why: str
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+EXERCISES: dict[str, ValueExercise | FunctionExercise | ChoiceExercise] = {}
+
+
+def _register(label: str, exercise) -> None:
+    if label in EXERCISES:
+        raise ValueError(f"exercise {label!r} registered twice")
+    EXERCISES[label] = exercise
+
+
+def exercise(label: str, kind: type | None = None) -> ValueExercise | FunctionExercise | ChoiceExercise:
+    """The registered exercise ``label``; :class:`UnknownExercise` names the known ones otherwise."""
+    if label not in EXERCISES:
+        raise UnknownExercise(f"no exercise is labelled {label!r}; known labels: "
+                              + ", ".join(sorted(EXERCISES)))
+    found = EXERCISES[label]
+    if kind is not None and not isinstance(found, kind):
+        use = {ValueExercise: "check", FunctionExercise: "check_function",
+               ChoiceExercise: "choose"}[type(found)]
+        raise TypeError(f"{label!r} is checked with {use}(), not this function")
+    return found
+
+
+def expected_value(label: str, **inputs) -> Any:
+    """The expected answer of a value exercise (for tests and for authors, not for exercise cells)."""
+    return exercise(label, ValueExercise).expected(**inputs)
+
+
+# ---------------------------------------------------------------------------- the three checks
+def check(name: str, answer: Any, expected: Any = _KEYED, *, rtol: float = 1e-4, atol: float = 1e-6,
+          hint: str = "", strict: bool = False, **inputs) -> Verdict:
+    """Check a value answer against the library's; print one verdict (wrapped at 90 characters).
+
+    ``check("ex-...", answer, **inputs)`` looks the exercise up by its label: the expected value,
+    the tolerances and the diagnoses live here. ``inputs`` are what the exercise is about (a model,
+    a noise draw) when its expected value depends on them. With an explicit ``expected`` (pages
+    outside the chapters), ``name`` is free text and ``rtol``/``atol`` apply.
+    """
+    if expected is _KEYED:
+        ex = exercise(name, ValueExercise)
+        missing = set(ex.inputs) - set(inputs)
+        if missing or set(inputs) - set(ex.inputs):
+            raise TypeError(f"check({name!r}, ...) takes the inputs {list(ex.inputs)}, "
+                            f"got {sorted(inputs)}")
+        if answer is None or answer is Ellipsis:
+            return _finish(name, False, NO_ANSWER, strict)
+        want = _as_array(ex.expected(**inputs))
+        got = _try_array(answer)
+        if got is None:
+            return _finish(name, False, f"cannot read {type(answer).__name__} as numbers", strict)
+        if _close(got, want, ex.rtol, ex.atol):
+            return _finish(name, True, "", strict)
+        mistakes = [(m, _as_array(v)) for m, v in ex.mistakes(**inputs)]
+        return _finish(name, False, _diagnose(got, want, mistakes, ex.rtol, ex.atol), strict)
+    if inputs:
+        raise TypeError(f"unexpected keyword arguments {sorted(inputs)}")
+    if answer is None or answer is Ellipsis:
+        return _finish(name, False, NO_ANSWER, strict)
+    got, want = _as_array(answer), _as_array(expected)
+    if got.shape != want.shape:
+        return _finish(name, False, f"shape {got.shape}, expected {want.shape}", strict)
+    ok = bool(np.allclose(got, want, rtol=rtol, atol=atol))
+    err = float(np.max(np.abs(got - want))) if got.size else 0.0
+    message = "" if ok else f"off by up to {err:.3g}" + (" (see the hint)" if hint else "")
+    return _finish(name, ok, message, strict)
+
+
+def _try_array(value: Any) -> np.ndarray | None:
+    try:
+        return _as_array(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def check_function(name: str, function: Callable | None, *, strict: bool = False,
+                   seed: int = 0) -> Verdict:
+    """Call ``function`` on seeded random inputs and compare it with the library.
+
+    Prints "no answer yet" when ``function`` is None, returns None or raises NotImplementedError;
+    says what is wrong otherwise (an exception, the shape, a named mistake, a sign or a scale factor).
+    Never raises unless ``strict=True``.
+    """
+    ex = exercise(name, FunctionExercise)
+    if function is None:
+        return _finish(name, False, NO_ANSWER, strict)
+    generator = torch.Generator().manual_seed(seed)
+    for args in ex.trials(generator):
+        try:
+            result = function(*args)
+        except NotImplementedError:
+            return _finish(name, False, NO_ANSWER, strict)
+        except Exception as error:          # a student's bug: report it, never raise it
+            return _finish(name, False, _explain(error), strict)
+        if result is None:
+            return _finish(name, False, NO_ANSWER, strict)
+        got = _try_array(result)
+        if got is None:
+            return _finish(name, False, f"it returned a {type(result).__name__}, "
+                                        f"not numbers ({ex.signature})", strict)
+        with torch.no_grad():
+            want = _as_array(ex.reference(*args))
+        if _close(got, want, ex.rtol, ex.atol):
+            continue
+        with torch.no_grad():
+            mistakes = [(m, _as_array(wrong(*args))) for m, wrong in ex.mistakes]
+        return _finish(name, False, _diagnose(got, want, mistakes, ex.rtol, ex.atol), strict)
+    return _finish(name, True, "", strict)
+
+
+def _explain(error: Exception) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    message = f"it raised {type(error).__name__}" + (f": {text[:120]}" if text else "")
+    if isinstance(error, RuntimeError) and "must match the size" in text:
+        message += " (a (B,) coefficient must be reshaped to (B, 1, 1, 1) to broadcast)"
+    return message
+
+
+def choose(name: str, answer: str | None, *, strict: bool = False) -> Verdict:
+    """A multiple-choice answer: a letter. Prints right (and why) or not yet (and why not)."""
+    ex = exercise(name, ChoiceExercise)
+    if answer is None or answer is Ellipsis:
+        return _finish(name, False, "no answer yet (replace None with a letter)", strict)
+    letter = str(answer).strip().lower().strip("()")
+    letters = sorted({ex.answer, *ex.reasons})
+    if letter not in letters:
+        return _finish(name, False, f"answer one of {', '.join(letters)}", strict)
+    if letter == ex.answer:
+        _say(True, _shown(name), "")
+        print(textwrap.fill(ex.why, WIDTH, initial_indent="    ", subsequent_indent="    "))
+        return Verdict(name, True)
+    return _finish(name, False, f"({letter}) {ex.reasons[letter]}", strict)
+
+
+# ---------------------------------------------------------------------------- shared pieces
+@lru_cache(maxsize=None)
+def _linear():
+    from .schedule import NoiseSchedule
+    return NoiseSchedule.linear()
+
+
+@lru_cache(maxsize=None)
+def _cosine():
+    from .schedule import NoiseSchedule
+    return NoiseSchedule.cosine()
+
+
+def _col(v: torch.Tensor) -> torch.Tensor:
+    return v.reshape(-1, 1, 1, 1)
+
+
+def _short_schedule(generator: torch.Generator):
+    """A random-length linear schedule: short, so that t and t - 1 give clearly different numbers."""
+    from .schedule import NoiseSchedule
+    T = int(torch.randint(20, 40, (), generator=generator))
+    return NoiseSchedule.linear(T=T, beta_start=1e-3, beta_end=0.2)
+
+
+def _images(generator: torch.Generator, shape=(6, 1, 4, 4)) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, dtype=torch.float64)
+
+
+def _steps(schedule, generator: torch.Generator, batch: int = 6) -> torch.Tensor:
+    """Code indices 1 .. T-2, so that t - 1 and t + 1 are valid indices too."""
+    return torch.randint(1, schedule.T - 1, (batch,), generator=generator)
+
+
+# ============================================================================ 1. forward process
+def _abar_mistakes():
+    abar = _linear().alphas_cumprod
+    return [("that is abar at the paper's t = 501: the paper's t = 500 is code index 499",
+             abar[500]),
+            ("that is abar at the paper's t = 499: multiply the first 500 factors", abar[498]),
+            ("that is sqrt(abar_500), the coefficient of x_0: abar itself has no sqrt",
+             abar[499].sqrt()),
+            ("that is 1 - abar_500, the variance of the noise", 1 - abar[499]),
+            ("that is the product of the betas: abar multiplies 1 - beta",
+             torch.prod(_linear().betas[:500]))]
+
+
+_register("ex-forward-abar", ValueExercise(
+    "abar_500 of the linear schedule",
+    expected=lambda: _linear().alphas_cumprod[499],
+    mistakes=lambda: _abar_mistakes(), rtol=1e-4, atol=1e-9))
+
+
+def _variance_mistakes():
+    a, lin = _cosine().alphas_cumprod, _linear().alphas_cumprod
+    return [("used sigma = 0.5 where the variance needs sigma^2 = 0.25", a[299] * 0.5 + 1 - a[299]),
+            ("the noise term adds its variance 1 - abar, not its standard deviation",
+             a[299] * 0.25 + (1 - a[299]).sqrt()),
+            ("x_0 is scaled by sqrt(abar): its variance is multiplied by abar, not sqrt(abar)",
+             a[299].sqrt() * 0.25 + 1 - a[299]),
+            ("that is the paper's t = 301: t = 300 is code index 299", a[300] * 0.25 + 1 - a[300]),
+            ("that is the linear schedule's variance: the exercise asks for the cosine one",
+             lin[299] * 0.25 + 1 - lin[299]),
+            ("that is the variance for sigma = 1: x_0's variance here is 0.25", torch.tensor(1.0))]
+
+
+_register("ex-forward-variance", ValueExercise(
+    "Var[x_300] under the cosine schedule",
+    expected=lambda: _cosine().alphas_cumprod[299] * 0.5 ** 2 + (1 - _cosine().alphas_cumprod[299]),
+    mistakes=lambda: _variance_mistakes()))
+
+
+def _first_snr_below_one() -> int:
+    s = _linear()
+    return int((s.snr(torch.arange(s.T)) < 1).nonzero()[0]) + 1
+
+
+_register("ex-forward-snr", ValueExercise(
+    "first t with SNR < 1 (linear)",
+    expected=lambda: _first_snr_below_one(),
+    mistakes=lambda: [("that is the code index (or the last step with SNR >= 1): the paper's "
+                       "step is one more", _first_snr_below_one() - 1)],
+    rtol=0, atol=0))
+
+
+def _qsample_trials(generator):
+    out = []
+    for _ in range(3):
+        s = _short_schedule(generator)
+        x0 = _images(generator)
+        out.append((s, x0, _steps(s, generator), _images(generator)))
+    return out
+
+
+def _q(s, x0, t, eps, *, at=0, sqrt=True, sign=1.0, swap=False):
+    abar = _col(s.alphas_cumprod[t + at])
+    a, b = (abar.sqrt(), (1 - abar).sqrt()) if sqrt else (abar, 1 - abar)
+    if swap:
+        a, b = b, a
+    return a * x0 + sign * b * eps
+
+
+_register("ex-forward-qsample", FunctionExercise(
+    "q_sample by hand", "my_q_sample(schedule, x0, t, eps) -> x_t shaped like x0",
+    trials=_qsample_trials,
+    reference=lambda s, x0, t, eps: s.q_sample(x0, t, eps),
+    mistakes=(
+        ("looks like a missing sqrt: abar x0 + (1 - abar) eps; the coefficients are the square "
+         "roots", lambda s, x0, t, eps: _q(s, x0, t, eps, sqrt=False)),
+        ("the sign of the noise term is flipped", lambda s, x0, t, eps: _q(s, x0, t, eps, sign=-1)),
+        ("wrong index: that uses abar at t - 1; code index t is abar[t]",
+         lambda s, x0, t, eps: _q(s, x0, t, eps, at=-1)),
+        ("wrong index: that uses abar at t + 1; code index t is abar[t]",
+         lambda s, x0, t, eps: _q(s, x0, t, eps, at=1)),
+        ("the two coefficients are swapped: x_0 gets sqrt(abar), the noise sqrt(1 - abar)",
+         lambda s, x0, t, eps: _q(s, x0, t, eps, swap=True)),
+        ("that is one step of the chain (beta_t, q_step), not the jump from x_0 (abar_t)",
+         lambda s, x0, t, eps: s.q_step(x0, t, eps)),
+    )))
+
+_register("ex-forward-why-cosine", ChoiceExercise(
+    "what the cosine schedule wins back", answer="c",
+    why="The linear schedule spends its last ~175 steps at abar < 1e-3, where x_t is noise for "
+        "every digit; the cosine schedule reaches that point only near t = T.",
+    reasons={"a": "both schedules start with x_t close to x_0; the first steps are not the waste",
+             "b": "both end near pure noise (abar_T is about 4e-5 and 0): T is the same, and "
+                  "so is the end point",
+             "d": "it changes the betas only; q_sample's formula and its cost are the same"}))
+
+
+# ============================================================================ 2. the bound
+def _posterior_variance_mistakes():
+    s = _linear()
+    b, ab = s.betas, s.alphas_cumprod
+    return [("that is the paper's t = 9: t = 10 is code index 9", s.posterior_variance[8]),
+            ("that is the paper's t = 11: t = 10 is code index 9", s.posterior_variance[10]),
+            ("that is beta_10: beta-tilde multiplies it by (1 - abar_9) / (1 - abar_10)", b[9]),
+            ("the ratio is upside down: (1 - abar_{t-1}) / (1 - abar_t), abar_{t-1} on top",
+             (1 - ab[9]) / (1 - ab[8]) * b[9]),
+            ("that is the posterior's standard deviation: beta-tilde is the variance",
+             s.posterior_variance[9].sqrt())]
+
+
+_register("ex-elbo-posterior-variance", ValueExercise(
+    "beta-tilde at t = 10", expected=lambda: _linear().posterior_variance[9],
+    mistakes=lambda: _posterior_variance_mistakes(), atol=1e-12))
+
+
+def _lambda(idx, var: str = "posterior"):
+    s = _linear()
+    b, ab = s.betas[idx], s.alphas_cumprod[idx]
+    sigma2 = s.posterior_variance[idx] if var == "posterior" else b
+    return b ** 2 / (2 * sigma2 * (1 - b) * (1 - ab))
+
+
+_register("ex-elbo-lambda", ValueExercise(
+    "lambda_t at t = 2 and t = T (sigma^2 = beta-tilde)",
+    expected=lambda: _lambda(torch.tensor([1, 999])),
+    mistakes=lambda: [
+        ("that is lambda_t for sigma^2 = beta_t: the exercise sets sigma^2 = beta-tilde",
+         _lambda(torch.tensor([1, 999]), "beta")),
+        ("wrong indices: the paper's t = 2 and t = T are code indices 1 and 999",
+         _lambda(torch.tensor([2, 999]))),
+        ("wrong index: the paper's t = T is code index 999 (T - 1)",
+         _lambda(torch.tensor([1, 998])))]))
+
+
+def _kl(m1, v1, m2, v2):
+    from .losses import normal_kl
+    f = lambda v: torch.tensor(float(v), dtype=torch.float64)           # noqa: E731
+    return normal_kl(f(m1), f(math.log(v1)), f(m2), f(math.log(v2)))
+
+
+_register("ex-elbo-kl", ValueExercise(
+    "KL(N(1, 0.25) || N(0, 1))", expected=lambda: _kl(1.0, 0.25, 0.0, 1.0),
+    mistakes=lambda: [
+        ("that is KL(N(0, 1) || N(1, 0.25)): the KL is not symmetric", _kl(0.0, 1.0, 1.0, 0.25)),
+        ("used 0.5 as the variance: 0.5 is the standard deviation, the variance is 0.25",
+         _kl(1.0, 0.5, 0.0, 1.0)),
+        ("that is in bits: the exercise asks for nats (do not divide by ln 2)",
+         _kl(1.0, 0.25, 0.0, 1.0) / math.log(2))]))
+
+
+def _posterior_trials(generator):
+    out = []
+    for _ in range(3):
+        s = _short_schedule(generator)
+        out.append((s, _images(generator), _images(generator), _steps(s, generator)))
+    return out
+
+
+def _post_mean(s, x0, xt, t, *, prev=-1, sqrt=True, swap=False):
+    b = _col(s.betas[t])
+    ab, ab_prev = _col(s.alphas_cumprod[t]), _col(s.alphas_cumprod[t + prev])
+    root = torch.sqrt if sqrt else (lambda v: v)
+    c1 = root(ab_prev) * b / (1 - ab)
+    c2 = root(1 - b) * (1 - ab_prev) / (1 - ab)
+    if swap:
+        c1, c2 = c2, c1
+    return c1 * x0 + c2 * xt
+
+
+_register("ex-elbo-posterior-mean", FunctionExercise(
+    "the posterior mean", "my_posterior_mean(schedule, x0, x_t, t) -> mean shaped like x0",
+    trials=_posterior_trials,
+    reference=lambda s, x0, xt, t: s.q_posterior(x0, xt, t)[0],
+    mistakes=(
+        ("looks like a missing sqrt: the coefficients have sqrt(abar_{t-1}) and sqrt(alpha_t)",
+         lambda s, x0, xt, t: _post_mean(s, x0, xt, t, sqrt=False)),
+        ("wrong index: abar_{t-1} is alphas_cumprod[t - 1], that used alphas_cumprod[t]",
+         lambda s, x0, xt, t: _post_mean(s, x0, xt, t, prev=0)),
+        ("the coefficients are swapped: x_0 gets sqrt(abar_{t-1}) beta_t / (1 - abar_t)",
+         lambda s, x0, xt, t: _post_mean(s, x0, xt, t, swap=True)),
+    )))
+
+_register("ex-elbo-why-eps", ChoiceExercise(
+    "why L_simple drops lambda_t", answer="b",
+    why="lambda_t is tens of times larger at small t; without it the loss spends its effort where "
+        "the digit itself must be guessed, and Ho et al. found the samples better.",
+    reasons={"a": "lambda_t has a closed form in the schedule: this chapter computes it in a line",
+             "c": "the weighted sum is the bound; dropping the weights makes it no longer a bound "
+                  "on the likelihood",
+             "d": "lambda_t varies by orders of magnitude over t (the figure of the weights)"}))
+
+
+# ============================================================================ 3. the network
+def _n_params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _resblock_params(C: int = 128, D: int = 256) -> int:
+    from .unet import ResBlock
+    return _n_params(ResBlock(C, D, dropout=0.0, groups=32))
+
+
+_register("ex-unet-resblock-params", ValueExercise(
+    "parameters of a ResBlock with C = 128, D = 256",
+    expected=lambda: _resblock_params(),
+    mistakes=lambda: [
+        ("forgot the GroupNorms: each has a scale and a shift per channel (4C in all)",
+         _resblock_params() - 4 * 128),
+        ("forgot the biases: each conv and the projection have C of them",
+         _resblock_params() - 3 * 128),
+        ("a ResBlock has two 3x3 convolutions, not one", _resblock_params() - 9 * 128 ** 2 - 128)],
+    rtol=0, atol=0))
+
+
+@lru_cache(maxsize=None)
+def _head_input_shape() -> tuple[int, ...]:
+    from .unet import UNet
+    net = UNet(base_channels=16, channel_mult=(1, 2, 4), num_res_blocks=1, attention_resolutions=(),
+               num_groups=8)
+    seen = {}
+    handle = net.out.register_forward_pre_hook(lambda m, args: seen.update(shape=args[0].shape))
+    with torch.no_grad():
+        net(torch.zeros(4, 1, 32, 32), torch.zeros(4, dtype=torch.long))
+    handle.remove()
+    return tuple(seen["shape"])
+
+
+_register("ex-unet-shape", ValueExercise(
+    "shape entering the output head", expected=lambda: _head_input_shape(),
+    mistakes=lambda: [
+        ("that is the first encoder level's width: the last decoder level adds its skip "
+         "to half the width from below", (4, 16, 32, 32)),
+        ("that is the output's shape: the head maps the last decoder level to 1 channel",
+         (4, 1, 32, 32)),
+        ("no skip added: C_decoder = C_below / 2 + C_skip at every level", (4, 8, 32, 32)),
+        ("C_below was not halved: the transposed convolution halves it", (4, 80, 32, 32))],
+    rtol=0, atol=0))
+
+
+@lru_cache(maxsize=None)
+def _attention_bmm_flops(channels: int = 384, res: int = 16, heads: int = 8) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .unet import SelfAttention
+    layer = SelfAttention(channels, heads, groups=32)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        layer(torch.zeros(1, channels, res, res))
+    ops = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+    return ops["aten.bmm"]
+
+
+_register("ex-unet-attention-flops", ValueExercise(
+    "attention products at 16x16, and the factor at 32x32",
+    expected=lambda: [_attention_bmm_flops(), _attention_bmm_flops(res=32) / _attention_bmm_flops()],
+    mistakes=lambda: [
+        ("the factor: at 32x32 L is 4 times larger, and the products grow with L^2",
+         [_attention_bmm_flops(), 4]),
+        ("one product only: QK^T and (weights)V cost 2 L^2 d each",
+         [_attention_bmm_flops() // 2, 16])],
+    rtol=0, atol=0))
+
+
+def _embedding_trials(generator):
+    out = []
+    for dim in (8, 32, 64):
+        out.append((torch.randint(0, 1000, (5,), generator=generator), dim))
+    return out
+
+
+def _emb(t, dim, *, order="cos-sin", denominator=None):
+    half = dim // 2
+    k = torch.arange(half, dtype=torch.float64)
+    freqs = 10000.0 ** (-k / (denominator(half) if denominator else half))
+    args = t.double()[:, None] * freqs[None, :]
+    cos, sin = torch.cos(args), torch.sin(args)
+    if order == "sin-cos":
+        return torch.cat([sin, cos], dim=1)
+    if order == "interleaved":
+        return torch.stack([cos, sin], dim=2).reshape(t.shape[0], dim)
+    return torch.cat([cos, sin], dim=1)
+
+
+def _embedding_reference(t, dim):
+    from .unet import timestep_embedding
+    return timestep_embedding(t, dim)
+
+
+_register("ex-unet-embedding", FunctionExercise(
+    "the sinusoidal time embedding", "my_embedding(t, dim) -> (B, dim)",
+    trials=_embedding_trials, reference=_embedding_reference,
+    mistakes=(
+        ("the halves are swapped: the cosines come first, then the sines",
+         lambda t, dim: _emb(t, dim, order="sin-cos")),
+        ("cos and sin are interleaved: put all the cosines first, then all the sines",
+         lambda t, dim: _emb(t, dim, order="interleaved")),
+        ("the frequencies: f_k = 10000^(-k / (d/2)); that divides k by d/2 - 1",
+         lambda t, dim: _emb(t, dim, denominator=lambda h: h - 1)),
+        ("the frequencies: f_k = 10000^(-k / (d/2)); that divides k by d",
+         lambda t, dim: _emb(t, dim, denominator=lambda h: 2 * h)),
+    ), rtol=1e-4, atol=1e-3))
+
+_register("ex-unet-why-skips", ChoiceExercise(
+    "why the decoder concatenates the skips", answer="a",
+    why="The bottom level sees the image in a few pixels; the skips carry each resolution's detail "
+        "across, so eps can be right pixel by pixel.",
+    reasons={"b": "the skips add parameters and FLOPs (the decoder is wider), they do not save them",
+             "c": "t enters through the time embedding in every ResBlock, not through the skips",
+             "d": "the output has the input's shape because of the decoder's upsampling and the "
+                  "head, with or without skips"}))
+
+
+# ============================================================================ 4. training
+@lru_cache(maxsize=None)
+def _n_training_digits() -> int:
+    from .data import load_dataset
+    return len(load_dataset("mnist-sample"))
+
+
+_register("ex-training-epochs", ValueExercise(
+    "passes over the data", expected=lambda: 40_000 * 64 / _n_training_digits(),
+    mistakes=lambda: [
+        ("upside down: divide the images seen by the number of digits", _n_training_digits() / (40_000 * 64)),
+        ("forgot the batch size: each step sees 64 digits", 40_000 / _n_training_digits()),
+        ("the training set has 9,000 digits (the other 1,000 are held out)", 40_000 * 64 / 10_000)],
+    rtol=1e-3))
+
+
+def _ema_weight(decay: float, n: int = 1000) -> float:
+    from .ema import EMA
+    probe = EMA(torch.nn.Linear(1, 1, bias=False), decay=decay)
+    weight = 1.0
+    for _ in range(n):
+        weight *= probe.current_decay()
+        probe.num_updates += 1
+    return weight
+
+
+_register("ex-training-ema", ValueExercise(
+    "weight of the initial weights after 1000 updates", expected=lambda: _ema_weight(0.999),
+    mistakes=lambda: [
+        ("that is a fixed decay of 0.9999, without the warm-up", 0.9999 ** 1000),
+        ("that is a fixed decay of 0.999, without the warm-up", 0.999 ** 1000),
+        ("one factor short: multiply the 1000 decays d_0 .. d_999", _ema_weight(0.999, 999))],
+    rtol=1e-6, atol=1e-300))
+
+
+def _losses_at(model, schedule, x0, noise, idx):
+    from .losses import ddpm_loss
+    with torch.no_grad():
+        return [ddpm_loss(model, schedule, x0, t=torch.full((x0.shape[0],), i, device=x0.device),
+                          noise=noise).item() for i in idx]
+
+
+_register("ex-training-loss-by-t", ValueExercise(
+    "mean loss at t = 10, 100, 900",
+    expected=lambda model, schedule, x0, noise: _losses_at(model, schedule, x0, noise, (9, 99, 899)),
+    mistakes=lambda model, schedule, x0, noise: [
+        ("wrong indices: the paper's t = 10, 100, 900 are code indices 9, 99, 899",
+         _losses_at(model, schedule, x0, noise, (10, 100, 900))),
+        ("the order: t = 10 first, then 100, then 900",
+         _losses_at(model, schedule, x0, noise, (899, 99, 9)))],
+    inputs=("model", "schedule", "x0", "noise")))
+
+
+def _standin_model(x, t):
+    """A fixed noise predictor for the checks: no weights, depends on x and t."""
+    return 0.3 * x + 0.002 * _col(t.to(x.dtype)) - 0.1
+
+
+def _loss_trials(generator):
+    out = []
+    for reduction in ("mean", "none", "mean"):
+        s = _short_schedule(generator)
+        x0 = _images(generator)
+        t = torch.randint(0, s.T, (6,), generator=generator)
+        out.append((_standin_model, s, x0, t, _images(generator), reduction))
+    return out
+
+
+def _loss_reference(model, s, x0, t, noise, reduction):
+    from .losses import ddpm_loss
+    return ddpm_loss(model, s, x0, t=t, noise=noise, reduction=reduction)
+
+
+def _loss_variant(model, s, x0, t, noise, reduction, *, target="noise", sqrt=True, reduce="mean",
+                  model_input="x_t"):
+    abar = _col(s.alphas_cumprod[t])
+    a, b = (abar.sqrt(), (1 - abar).sqrt()) if sqrt else (abar, 1 - abar)
+    x_t = a * x0 + b * noise
+    eps = model(x_t if model_input == "x_t" else x0, t)
+    err = (eps - (noise if target == "noise" else x0)) ** 2
+    per = err.flatten(1).sum(1) if reduce == "sum" else err.flatten(1).mean(1)
+    if reduce == "no-flat" and reduction == "none":
+        return err
+    return per.mean() if reduction == "mean" else per
+
+
+_register("ex-training-loss", FunctionExercise(
+    "L_simple", "my_loss(model, schedule, x0, t, noise, reduction) -> () or (B,)",
+    trials=_loss_trials, reference=_loss_reference,
+    mistakes=(
+        ("with reduction='none' return one loss per image, shape (B,): average over C, H, W",
+         lambda *a: _loss_variant(*a, reduce="no-flat")),
+        ("summed over the pixels: L_simple averages the squared error over C, H, W",
+         lambda *a: _loss_variant(*a, reduce="sum")),
+        ("compared the prediction with x_0: the network predicts the noise",
+         lambda *a: _loss_variant(*a, target="x0")),
+        ("looks like a missing sqrt in x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps",
+         lambda *a: _loss_variant(*a, sqrt=False)),
+        ("the model was given x_0: it must see the noisy x_t",
+         lambda *a: _loss_variant(*a, model_input="x0")),
+    ), rtol=1e-4, atol=1e-6))
+
+
+# ============================================================================ 5. sampling
+def _sigmas(idx: int = 9, order=("beta", "posterior"), root: bool = True):
+    s = _linear()
+    v = torch.stack([s.model_variance(k)[0][idx] for k in order])
+    return v.sqrt() if root else v
+
+
+_register("ex-sampling-sigma", ValueExercise(
+    "sigma_10 for beta and posterior", expected=lambda: _sigmas(),
+    mistakes=lambda: [
+        ("those are the variances sigma^2: take their square roots", _sigmas(root=False)),
+        ("the order: [sigma for beta, sigma for beta-tilde]", _sigmas(order=("posterior", "beta"))),
+        ("that is the paper's t = 11: t = 10 is code index 9", _sigmas(idx=10)),
+        ("that is the paper's t = 9: t = 10 is code index 9", _sigmas(idx=8))]))
+
+
+def _x0hat(schedule, x_t, eps, *, idx=499, sqrt=True, sign=-1.0):
+    abar = schedule.alphas_cumprod[idx].item()
+    a, b = (math.sqrt(abar), math.sqrt(1 - abar)) if sqrt else (abar, 1 - abar)
+    return (x_t + sign * b * eps) / a
+
+
+_register("ex-sampling-x0hat", ValueExercise(
+    "x0_hat at t = 500",
+    expected=lambda schedule, x_t, eps: schedule.predict_x0_from_eps(
+        x_t, torch.full((x_t.shape[0],), 499, device=x_t.device), eps),
+    mistakes=lambda schedule, x_t, eps: [
+        ("looks like a missing sqrt: x0_hat = (x_t - sqrt(1 - abar) eps) / sqrt(abar)",
+         _x0hat(schedule, x_t, eps, sqrt=False)),
+        ("the sign: subtract the noise, x_t - sqrt(1 - abar) eps", _x0hat(schedule, x_t, eps, sign=1)),
+        ("that is the paper's t = 501: t = 500 is code index 499", _x0hat(schedule, x_t, eps, idx=500))],
+    atol=1e-5, inputs=("schedule", "x_t", "eps")))
+
+
+def _count_calls(N: int, K: int, C: int) -> tuple[int, int]:
+    from .sampling import ddpm_sample
+    seen = []
+
+    def counting(x, t):
+        seen.append(x.shape[0])
+        return torch.zeros_like(x)
+
+    ddpm_sample(counting, _linear(), (N, 1, 2, 2), seed=0, steps=K, chunk_size=C)
+    return len(seen), sum(seen)
+
+
+@lru_cache(maxsize=None)
+def _calls_100_250_64() -> tuple[int, int]:
+    return _count_calls(100, 250, 64)
+
+
+_register("ex-sampling-calls", ValueExercise(
+    "network calls and images for N=100, K=250, C=64",
+    expected=lambda: _calls_100_250_64(),
+    mistakes=lambda: [
+        ("one call per step is too few: a step runs the images in chunks of 64", (250, 25_000)),
+        ("chunks are whole calls: 100 images need ceil(100 / 64) = 2 of them", (390, 25_000)),
+        ("the last chunk holds only the 36 images left, not 64", (500, 32_000))],
+    rtol=0, atol=0))
+
+
+def _step_trials(generator):
+    out = []
+    for _ in range(3):
+        s = _short_schedule(generator)
+        out.append((s, _images(generator), _steps(s, generator), _images(generator),
+                    _images(generator)))
+    return out
+
+
+def _reverse_reference(s, x_t, t, eps, z):
+    out = s.p_mean_variance(lambda x, tt: eps, x_t, t, variance="beta", clip_denoised=False)
+    return out["mean"] + out["variance"].sqrt() * z
+
+
+def _reverse_variant(s, x_t, t, eps, z, *, at=0, alpha_root=True, abar_root=True, noise="sqrt",
+                     prefactor="alpha"):
+    b, ab = _col(s.betas[t + at]), _col(s.alphas_cumprod[t + at])
+    alpha = 1 - b
+    pre = ab if prefactor == "abar" else alpha
+    pre = pre.sqrt() if alpha_root else pre
+    denom = (1 - ab).sqrt() if abar_root else 1 - ab
+    mean = (x_t - b / denom * eps) / pre
+    sigma = {"sqrt": b.sqrt(), "none": 0 * b, "beta": b, "minus": -b.sqrt(),
+             "posterior": _col(s.posterior_variance[t]).sqrt()}[noise]
+    return mean + sigma * z
+
+
+_register("ex-sampling-step", FunctionExercise(
+    "one ancestral step", "my_reverse_step(schedule, x_t, t, eps, z) -> x_{t-1}",
+    trials=_step_trials, reference=_reverse_reference,
+    mistakes=(
+        ("looks like a missing sqrt: divide by sqrt(alpha_t), not alpha_t",
+         lambda *a: _reverse_variant(*a, alpha_root=False)),
+        ("looks like a missing sqrt: eps is scaled by beta_t / sqrt(1 - abar_t)",
+         lambda *a: _reverse_variant(*a, abar_root=False)),
+        ("the prefactor is 1 / sqrt(alpha_t), one step's alpha, not 1 / sqrt(abar_t)",
+         lambda *a: _reverse_variant(*a, prefactor="abar")),
+        ("forgot the noise: add sigma_t z", lambda *a: _reverse_variant(*a, noise="none")),
+        ("the noise is scaled by beta_t: sigma_t is its square root",
+         lambda *a: _reverse_variant(*a, noise="beta")),
+        ("the sign of sigma_t z is flipped", lambda *a: _reverse_variant(*a, noise="minus")),
+        ("that uses sigma^2 = beta-tilde: the exercise asks for sigma^2 = beta_t",
+         lambda *a: _reverse_variant(*a, noise="posterior")),
+        ("wrong index: that uses beta and abar at t - 1; code index t is betas[t]",
+         lambda *a: _reverse_variant(*a, at=-1)),
+    )))
+
+_register("ex-sampling-why-noise", ChoiceExercise(
+    "why each step adds fresh noise", answer="c",
+    why="p(x_{t-1} | x_t) is a Gaussian with variance sigma_t^2: its mean alone is an average of "
+        "many digits, and a chain of means drifts to blurry, too-smooth images.",
+    reasons={"a": "without the noise the step is deterministic, reproducible with no seed at all",
+             "b": "the noise is there in every step, not only the last one (which adds none)",
+             "d": "sigma_t z does not cancel the network's error; it samples the step's spread"}))
+
+
+# ============================================================================ 6. DDIM
+def _ddim_loop(model, schedule, x_T, *, timestep="map", clamp=True, last=-1):
+    from .sampling import ddim_step
+    ten = schedule.respace(10)
+    x = x_T
+    with torch.no_grad():
+        for j in range(ten.T - 1, -1, -1):
+            t = torch.full((x.shape[0],), j, device=x.device)
+            t_model = ten.timestep_map[t] if timestep == "map" else t
+            t_prev = t - 1 if j > 0 else torch.full_like(t, last)
+            if j == 0 and last == 0:
+                break
+            x = ddim_step(ten, x, t, t_prev, model(x, t_model))
+    return x.clamp(-1, 1) if clamp else x
+
+
+def _ddim_sample_10(model, schedule, x_T):
+    from .sampling import ddim_sample
+    return ddim_sample(model, schedule, x_T.shape, steps=10, x_T=x_T)
+
+
+_register("ex-ddim-loop", ValueExercise(
+    "a 10-step DDIM loop",
+    expected=lambda model, schedule, x_T: _ddim_sample_10(model, schedule, x_T),
+    mistakes=lambda model, schedule, x_T: [
+        ("the model takes the original timestep ten.timestep_map[t], not the index t",
+         _ddim_loop(model, schedule, x_T, timestep="index")),
+        ("clamp the result to [-1, 1] as ddim_sample does", _ddim_loop(model, schedule, x_T,
+                                                                       clamp=False)),
+        ("the loop stops early: index 0 still steps, to t_prev = -1",
+         _ddim_loop(model, schedule, x_T, last=0))],
+    atol=1e-4, inputs=("model", "schedule", "x_T")))
+
+
+def _budget(delta: float = 0.02, ratio_of: str = "ddpm") -> tuple[int, float]:
+    from .metrics import sampler_quality_summary
+    summary = sampler_quality_summary()
+    ddim = [r for r in summary if r["sampler"] == "ddim-eta0"]
+    best = max(r["confident"] for r in ddim)
+    enough = min(r["steps"] for r in ddim if r["confident"] >= best - delta)
+    ddpm = max(r["steps"] for r in summary if r["sampler"] == ratio_of)
+    return enough, ddpm / enough
+
+
+_register("ex-ddim-budget", ValueExercise(
+    "where DDIM's curve flattens", expected=lambda: _budget(),
+    mistakes=lambda: [
+        ("2 percentage points is 0.02 of the shares in summary (they are fractions, not %)",
+         _budget(delta=2.0)),
+        ("the ratio: DDPM's most steps measured divided by DDIM's steps", (_budget()[0],
+                                                                          1 / _budget()[1]))]))
+
+
+def _ddim_trials(generator):
+    out = []
+    for _ in range(3):
+        s = _short_schedule(generator)
+        t = torch.randint(5, s.T, (6,), generator=generator)
+        gap = torch.randint(1, 5, (6,), generator=generator)
+        out.append((s, _images(generator), t, t - gap, _images(generator)))
+    return out
+
+
+def _ddim_variant(s, x_t, t, t_prev, eps, *, x0_root=True, prev_root=True, use="prev", sign=1.0):
+    ab, ab_prev = _col(s.alphas_cumprod[t]), _col(s.alphas_cumprod[t_prev])
+    if use == "t":
+        ab_prev = ab
+    root = torch.sqrt if x0_root else (lambda v: v)
+    x0 = (x_t - root(1 - ab) * eps) / root(ab)
+    root = torch.sqrt if prev_root else (lambda v: v)
+    return root(ab_prev) * x0 + sign * root(1 - ab_prev) * eps
+
+
+def _ddim_reference(s, x_t, t, t_prev, eps):
+    from .sampling import ddim_step
+    return ddim_step(s, x_t, t, t_prev, eps, eta=0.0, clip_denoised=False)
+
+
+_register("ex-ddim-step", FunctionExercise(
+    "one DDIM step (eta = 0)", "my_ddim_step(schedule, x_t, t, t_prev, eps) -> x_prev",
+    trials=_ddim_trials, reference=_ddim_reference,
+    mistakes=(
+        ("looks like a missing sqrt in x0_pred = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)",
+         lambda *a: _ddim_variant(*a, x0_root=False)),
+        ("looks like a missing sqrt: x_prev = sqrt(abar_prev) x0_pred + sqrt(1 - abar_prev) eps",
+         lambda *a: _ddim_variant(*a, prev_root=False)),
+        ("that gives x_t back: the new point uses abar at t_prev, not at t",
+         lambda *a: _ddim_variant(*a, use="t")),
+        ("the sign of the direction term: + sqrt(1 - abar_prev) eps",
+         lambda *a: _ddim_variant(*a, sign=-1.0)),
+    )))
+
+_register("ex-ddim-why-no-retraining", ChoiceExercise(
+    "why DDIM needs no new training", answer="b",
+    why="L_simple involves only the marginals q(x_t | x_0), and DDIM's family keeps every one of "
+        "them: the same eps-predictor is optimal for it.",
+    reasons={"a": "the network still predicts the noise; DDIM turns it into x0_pred by a formula, "
+                  "as DDPM does",
+             "c": "eta = 1 adds noise and uses the same network: determinism is not the reason",
+             "d": "DDIM's steps are not DDPM's: they skip timesteps and have no noise at eta = 0"}))
+
+
+# ============================================================================ 7. guidance
+def _fake_conditional(x, t, y):
+    given = (y < 10).view(-1, 1, 1, 1)
+    return torch.where(given, 2 * x, x - 1)
+
+
+_fake_conditional.num_classes = 10
+
+
+def _guidance_trials(generator):
+    out = []
+    for w in (2.5, 0.0, 1.0, 0.7):
+        x = _images(generator, (5, 1, 4, 4))
+        out.append((2 * x, x - 1, w))
+    return out
+
+
+def _guidance_reference(eps_cond, eps_uncond, w):
+    from .sampling import guided
+    x = eps_cond / 2                             # the stand-in network: cond 2x, uncond x - 1
+    y = torch.tensor([1, 3, 3, 7, 9])
+    return guided(_fake_conditional, y, w)(x, torch.zeros(5, dtype=torch.long))
+
+
+_register("ex-cond-guidance", FunctionExercise(
+    "the guided eps", "guide(eps_cond, eps_uncond, w) -> eps shaped like eps_cond",
+    trials=_guidance_trials, reference=_guidance_reference,
+    mistakes=(
+        ("that is Ho and Salimans' convention, (1 + w) eps_cond - w eps_uncond: ddpm_lib's w = 1 "
+         "is the conditional model", lambda c, u, w: (1 + w) * c - w * u),
+        ("the roles are swapped: start from eps_uncond and move towards eps_cond",
+         lambda c, u, w: c + w * (u - c)),
+        ("forgot the unconditional prediction: eps_uncond + w (eps_cond - eps_uncond)",
+         lambda c, u, w: w * c),
+    )))
+
+
+def _guidance_for_paper(w_paper: float) -> float:
+    """The w of ``guided`` that gives the paper's (1 + w') eps_c - w' eps_u, solved from guided."""
+    from .sampling import guided
+    x = torch.linspace(0.1, 1, 16, dtype=torch.float64).reshape(1, 1, 4, 4)
+    y, t = torch.tensor([3]), torch.zeros(1, dtype=torch.long)
+    g0, g1 = (guided(_fake_conditional, y, w)(x, t) for w in (0.0, 1.0))
+    paper = (1 + w_paper) * (2 * x) - w_paper * (x - 1)
+    return float(((paper - g0) / (g1 - g0)).mean())         # guided is linear in w
+
+
+_register("ex-cond-convention", ValueExercise(
+    "ddpm_lib's w for w' = 0.3", expected=lambda: _guidance_for_paper(0.3),
+    mistakes=lambda: [
+        ("that is w' itself: ddpm_lib's w = 1 is the conditional model, the paper's w' = 0", 0.3),
+        ("the sign: w = 1 + w', not 1 - w'", 0.7)]))

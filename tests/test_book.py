@@ -1,5 +1,6 @@
 """The book's conventions, checked statically (nbval and the builds execute the notebooks)."""
 
+import ast
 import importlib.util
 import json
 import re
@@ -91,7 +92,7 @@ def test_chapter_shape(nb):
     for label in labels:
         assert re.search(r"```\{solution-start\} " + re.escape(label) + r"\s*\n:class: dropdown", markdown), \
             f"exercise {label} has no folded solution"
-    assert code.count("check(") >= 2 * len(labels) and "strict=True" in code
+    assert "strict=True" in code
     assert "import ddpm_lib" in code or "from ddpm_lib" in code
     assert "assert " in code, "a chapter checks its maths"
 
@@ -111,3 +112,88 @@ def test_citations_exist_in_the_bibliography():
     texts += [p.read_text() for p in (ROOT / "book").glob("*.md")]
     cited = {k.strip() for t in texts for group in re.findall(r"\{cite[pt]?\}`([^`]+)`", t) for k in group.split(",")}
     assert cited and cited <= keys, f"cited but not in references.bib: {cited - keys}"
+
+
+CHECKS = ("check", "check_function", "choose")
+
+
+def exercise_code_cells(nb_path):
+    """(kind, cell index, cell) for each code cell of an exercise: "exercise" between
+    ```{exercise-end}``` and ```{solution-start}```, "solution" between that and ```{solution-end}```."""
+    kind, out = None, []
+    for i, cell in enumerate(cells(nb_path)):
+        text = source(cell)
+        if cell["cell_type"] == "markdown":
+            for marker, now in (("{solution-end}", None), ("{exercise-start}", None),
+                                ("{exercise-end}", "exercise"), ("{solution-start}", "solution")):
+                if marker in text:
+                    kind = now
+        elif kind:
+            out.append((kind, i, cell))
+    return out
+
+
+def check_calls(cell):
+    """The check/check_function/choose calls of a cell, as ast.Call nodes."""
+    return [node for node in ast.walk(ast.parse(source(cell)))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in CHECKS]
+
+
+@pytest.mark.parametrize("nb", CHAPTERS, ids=lambda p: p.stem)
+def test_exercises_are_keyed_and_give_nothing_away(nb):
+    """Every exercise is checked by its label: the expected value lives in ddpm_lib.exercises, never
+    in the cell (a check takes the label, the answer and, for some, the exercise's inputs by name)."""
+    from ddpm_lib.exercises import EXERCISES, ValueExercise
+
+    markdown = "\n".join(source(c) for c in cells(nb) if c["cell_type"] == "markdown")
+    labels = re.findall(r"```\{exercise-start\}\s*\n:label: (\S+)", markdown)
+    seen = {"exercise": set(), "solution": set()}
+    for kind, i, cell in exercise_code_cells(nb):
+        for call in check_calls(cell):
+            where = f"{nb.name} cell {i}: {ast.unparse(call)[:80]}"
+            assert len(call.args) == 2 and isinstance(call.args[0], ast.Constant), \
+                f"{where}: pass only the label and the answer (no expected value)"
+            label = call.args[0].value
+            assert label in labels and label in EXERCISES, f"{where}: unknown label {label!r}"
+            keywords = {k.arg for k in call.keywords}
+            registered = EXERCISES[label]
+            allowed = set(registered.inputs) if isinstance(registered, ValueExercise) else set()
+            assert keywords - {"strict"} <= allowed and not keywords & {"expected", "rtol", "atol"}, where
+            strict = any(k.arg == "strict" and getattr(k.value, "value", None) is True for k in call.keywords)
+            assert strict == (kind == "solution"), f"{where}: strict=True in solutions only"
+            seen[kind].add(label)
+    assert seen["exercise"] == set(labels), f"exercises with no check in their cell: {set(labels) - seen['exercise']}"
+    assert seen["solution"] == set(labels), f"solutions with no strict check: {set(labels) - seen['solution']}"
+
+
+@pytest.mark.parametrize("nb", CHAPTERS, ids=lambda p: p.stem)
+def test_solutions_are_hidden_in_jupyter_and_colab(nb):
+    """Folded in the HTML by :class: dropdown (test_chapter_shape); in JupyterLab/Notebook 7 by
+    jupyter.source_hidden, in Colab by a #@title form shown as a form (cellView)."""
+    solutions = [(i, c) for kind, i, c in exercise_code_cells(nb) if kind == "solution"]
+    assert solutions
+    for i, cell in solutions:
+        meta = cell["metadata"]
+        assert meta.get("jupyter", {}).get("source_hidden") is True, f"cell {i}: not hidden in Jupyter"
+        assert meta.get("cellView") == "form", f"cell {i}: not hidden in Colab"
+        assert source(cell).startswith("#@title Solution\n"), f"cell {i}: Colab needs a #@title line"
+    for kind, i, cell in exercise_code_cells(nb):
+        if kind == "exercise":
+            assert "cellView" not in cell["metadata"] and "jupyter" not in cell["metadata"], \
+                f"cell {i}: an exercise cell stays visible"
+
+
+def test_every_chapter_has_a_code_writing_exercise_and_three_ask_why():
+    from ddpm_lib.exercises import EXERCISES
+
+    used = set()
+    for nb in CHAPTERS:
+        calls = [c for kind, _, cell in exercise_code_cells(nb) for c in check_calls(cell)]
+        names = {c.func.id for c in calls}
+        assert "check_function" in names, f"{nb.name}: no exercise that writes a function"
+        used |= {c.args[0].value for c in calls}
+    with_choice = [nb.name for nb in CHAPTERS
+                   if any(c.func.id == "choose" for _, _, cell in exercise_code_cells(nb)
+                          for c in check_calls(cell))]
+    assert len(with_choice) >= 3, with_choice
+    assert used == set(EXERCISES), f"registered but used by no chapter: {set(EXERCISES) - used}"

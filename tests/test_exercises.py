@@ -1,9 +1,318 @@
-"""ddpm_lib.exercises.check: one short verdict line, nothing else shown in a notebook, strict raises."""
+"""ddpm_lib.exercises: the keyed expected values, the diagnoses, and the verdicts a notebook shows."""
 
+import json
+import math
+from collections import defaultdict
+
+import numpy as np
 import pytest
 import torch
 
-from ddpm_lib.exercises import ExerciseFailed, Verdict, check
+from ddpm_lib import NoiseSchedule
+from ddpm_lib.exercises import (EXERCISES, WIDTH, ChoiceExercise, ExerciseFailed, FunctionExercise,
+                                UnknownExercise, ValueExercise, Verdict, check, check_function,
+                                choose, expected_value)
+from ddpm_lib.metrics import SAMPLER_QUALITY
+
+# ---------------------------------------------------------------- independent computations (numpy)
+BETAS = np.linspace(1e-4, 0.02, 1000)
+ABAR = np.cumprod(1 - BETAS)
+
+
+def _cosine_abar(i):
+    """Nichol & Dhariwal's abar at code index i: f((i + 1) / T) / f(0) (no clipping this early)."""
+    f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2           # noqa: E731
+    return f((i + 1) / 1000) / f(0)
+
+
+def _tilde(i):
+    return BETAS[i] * (1 - ABAR[i - 1]) / (1 - ABAR[i])
+
+
+def _ddim_budget():
+    rows = json.loads(SAMPLER_QUALITY.read_text())["rows"]
+    confident = defaultdict(list)
+    for r in rows:
+        confident[r["sampler"], int(r["steps"])].append(r["confident"])
+    ddim = {steps: np.mean(v) for (s, steps), v in confident.items() if s == "ddim-eta0"}
+    enough = min(k for k, v in ddim.items() if v >= max(ddim.values()) - 0.02)
+    return enough, max(k for s, k in confident if s == "ddpm") / enough
+
+
+INDEPENDENT = {
+    "ex-forward-abar": lambda: np.prod(1 - BETAS[:500]),
+    "ex-forward-variance": lambda: _cosine_abar(299) * 0.25 + 1 - _cosine_abar(299),
+    "ex-forward-snr": lambda: int(np.argmax(ABAR < 0.5)) + 1,               # SNR < 1 <=> abar < 1/2
+    "ex-elbo-posterior-variance": lambda: _tilde(9),
+    "ex-elbo-lambda": lambda: [BETAS[i] / (2 * (1 - BETAS[i]) * (1 - ABAR[i - 1])) for i in (1, 999)],
+    "ex-elbo-kl": lambda: 0.5 * (math.log(4) + 0.25),
+    "ex-unet-resblock-params": lambda: 18 * 128 ** 2 + 256 * 128 + 7 * 128,
+    "ex-unet-shape": lambda: (4, (64 // 2 + 32) // 2 + 16, 32, 32),       # C_below / 2 + C_skip, twice
+    "ex-unet-attention-flops": lambda: [4 * 256 ** 2 * 384, 16],
+    "ex-training-epochs": lambda: 40_000 * 64 / 9000,
+    "ex-training-ema": lambda: math.prod(min(0.999, (1 + k) / (10 + k)) for k in range(1000)),
+    "ex-sampling-sigma": lambda: [math.sqrt(BETAS[9]), math.sqrt(_tilde(9))],
+    "ex-sampling-calls": lambda: (250 * math.ceil(100 / 64), 100 * 250),
+    "ex-ddim-budget": _ddim_budget,
+    "ex-cond-convention": lambda: 1.3,
+}
+
+
+@pytest.mark.parametrize("label", sorted(INDEPENDENT))
+def test_expected_values_match_an_independent_computation(label, capsys):
+    want = INDEPENDENT[label]()
+    got = expected_value(label)
+    np.testing.assert_allclose(np.asarray(got if not isinstance(got, torch.Tensor) else got.numpy(),
+                                          dtype=float), np.asarray(want, dtype=float), rtol=1e-6)
+    assert check(label, want)                       # the independent value is accepted
+    assert capsys.readouterr().out.startswith("[right] ")
+
+
+def test_every_value_exercise_is_tested():
+    without_inputs = {k for k, e in EXERCISES.items() if isinstance(e, ValueExercise) and not e.inputs}
+    assert without_inputs == set(INDEPENDENT)
+
+
+def _standin(x, t):
+    return 0.5 * x - 0.01 * t.to(x.dtype).reshape(-1, 1, 1, 1)
+
+
+def test_inputs_exercises_compute_from_their_inputs():
+    """The exercises whose expected value depends on a model or a noise draw, with a stand-in model."""
+    schedule = NoiseSchedule.linear()
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(8, 1, 4, 4, generator=g), torch.randn(8, 1, 4, 4, generator=g)
+    want = []
+    for i in (9, 99, 899):
+        a = float(ABAR[i])
+        x_t = math.sqrt(a) * x0 + math.sqrt(1 - a) * noise
+        want.append(float(((_standin(x_t, torch.full((8,), i)) - noise) ** 2).mean()))
+    inputs = dict(model=_standin, schedule=schedule, x0=x0, noise=noise)
+    np.testing.assert_allclose(expected_value("ex-training-loss-by-t", **inputs), want, rtol=1e-5)
+    assert check("ex-training-loss-by-t", want[::-1], **inputs).message == \
+        "the order: t = 10 first, then 100, then 900"
+
+    x_t, eps = torch.randn(2, 1, 4, 4, generator=g), torch.randn(2, 1, 4, 4, generator=g)
+    a = float(ABAR[499])
+    x0_hat = (x_t - math.sqrt(1 - a) * eps) / math.sqrt(a)
+    assert check("ex-sampling-x0hat", x0_hat, schedule=schedule, x_t=x_t, eps=eps)
+    no_sqrt = (x_t - (1 - a) * eps) / a
+    assert "missing sqrt" in check("ex-sampling-x0hat", no_sqrt, schedule=schedule, x_t=x_t,
+                                   eps=eps).message
+
+    x_T = torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64)
+    ten = schedule.respace(10)
+    abar = schedule.alphas_cumprod[ten.timestep_map].tolist()            # abar at the kept steps
+    x = x_T
+    for j in range(9, -1, -1):
+        e = _standin(x, torch.full((3,), int(ten.timestep_map[j])))
+        pred = ((x - math.sqrt(1 - abar[j]) * e) / math.sqrt(abar[j])).clamp(-1, 1)
+        e = (x - math.sqrt(abar[j]) * pred) / math.sqrt(1 - abar[j])
+        a_prev = abar[j - 1] if j else 1.0
+        x = math.sqrt(a_prev) * pred + math.sqrt(1 - a_prev) * e
+    inputs = dict(model=_standin, schedule=schedule, x_T=x_T)
+    assert check("ex-ddim-loop", x.clamp(-1, 1), **inputs)
+
+
+def test_inputs_are_required_and_checked():
+    with pytest.raises(TypeError, match="takes the inputs"):
+        check("ex-sampling-x0hat", 1.0)
+    with pytest.raises(TypeError, match="takes the inputs"):
+        check("ex-forward-abar", 1.0, model=None)
+
+
+# ---------------------------------------------------------------- diagnoses of value answers
+@pytest.mark.parametrize("label, answer, says", [
+    ("ex-forward-abar", float(ABAR[500]), "code index 499"),
+    ("ex-forward-abar", math.sqrt(ABAR[499]), "sqrt"),
+    ("ex-forward-variance", _cosine_abar(299) * 0.5 + 1 - _cosine_abar(299), "sigma^2 = 0.25"),
+    ("ex-forward-snr", int(np.argmax(ABAR < 0.5)), "code index"),
+    ("ex-elbo-kl", 0.5 * (math.log(0.25) + 2 / 0.25 - 1), "not symmetric"),
+    ("ex-elbo-posterior-variance", math.sqrt(_tilde(9)), "standard deviation"),
+    ("ex-sampling-sigma", [BETAS[9], _tilde(9)], "square roots"),
+    ("ex-unet-shape", (4, 16, 32, 32), "skip"),
+    ("ex-cond-convention", 0.3, "w' itself"),
+    ("ex-training-epochs", 2 * 40_000 * 64 / 9000, "constant factor: 2 times"),
+    ("ex-training-epochs", -40_000 * 64 / 9000, "sign is flipped"),
+    ("ex-elbo-kl", (0.5 * (math.log(4) + 0.25)) ** 2, "missing sqrt"),
+    ("ex-unet-attention-flops", [1, 2, 3], "shape (3,), expected (2,)"),
+])
+def test_value_diagnoses_name_the_mistake(capsys, label, answer, says):
+    verdict = check(label, answer)
+    assert not verdict and says in verdict.message, verdict.message
+    out = capsys.readouterr().out
+    assert out.startswith("[not yet] ") and max(len(line) for line in out.splitlines()) <= WIDTH
+
+
+# ---------------------------------------------------------------- function exercises
+def q_sample_right(schedule, x0, t, eps):
+    abar = schedule.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+
+
+def q_sample_no_sqrt(schedule, x0, t, eps):
+    abar = schedule.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    return abar * x0 + (1 - abar) * eps
+
+
+def q_sample_minus(schedule, x0, t, eps):
+    abar = schedule.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    return abar.sqrt() * x0 - (1 - abar).sqrt() * eps
+
+
+def q_sample_t_minus_1(schedule, x0, t, eps):
+    return q_sample_right(schedule, x0, t - 1, eps)
+
+
+def q_sample_no_reshape(schedule, x0, t, eps):
+    abar = schedule.alphas_cumprod[t]                  # (B,): does not broadcast over (B, C, H, W)
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+
+
+@pytest.mark.parametrize("function, says", [
+    (q_sample_no_sqrt, "missing sqrt"),
+    (q_sample_minus, "sign of the noise term is flipped"),
+    (q_sample_t_minus_1, "abar at t - 1"),
+    (q_sample_no_reshape, "(B, 1, 1, 1)"),
+    (lambda s, x0, t, eps: 3 * q_sample_right(s, x0, t, eps), "constant factor: 3 times"),
+    (lambda s, x0, t, eps: q_sample_right(s, x0, t, eps)[:, 0], "shape (6, 4, 4), expected (6, 1, 4, 4)"),
+    (lambda s, x0, t, eps: q_sample_right(s, x0, t, eps) + 0.1, "off by up to 0.1"),
+])
+def test_function_diagnoses_name_the_mistake(capsys, function, says):
+    verdict = check_function("ex-forward-qsample", function)
+    assert not verdict and says in verdict.message, verdict.message
+    out = capsys.readouterr().out
+    assert out.startswith("[not yet] q_sample by hand (ex-forward-qsample): ")
+    assert max(len(line) for line in out.splitlines()) <= WIDTH
+
+
+def test_a_right_function_passes_and_strict_catches_a_wrong_one(capsys):
+    assert check_function("ex-forward-qsample", q_sample_right, strict=True)
+    assert capsys.readouterr().out == "[right] q_sample by hand (ex-forward-qsample)\n"
+    with pytest.raises(ExerciseFailed, match="missing sqrt"):
+        check_function("ex-forward-qsample", q_sample_no_sqrt, strict=True)
+
+
+def _not_implemented(*args):
+    raise NotImplementedError
+
+
+@pytest.mark.parametrize("function", [None, lambda *a: None, _not_implemented])
+def test_no_function_yet_says_so_and_never_raises(capsys, function):
+    verdict = check_function("ex-forward-qsample", function)
+    assert not verdict and capsys.readouterr().out == \
+        "[not yet] q_sample by hand (ex-forward-qsample): no answer yet (replace None)\n"
+    with pytest.raises(ExerciseFailed):
+        check_function("ex-forward-qsample", function, strict=True)
+
+
+def test_a_crashing_function_is_reported_not_raised():
+    verdict = check_function("ex-unet-embedding", lambda t, dim: 1 / 0)
+    assert not verdict and verdict.message == "it raised ZeroDivisionError: division by zero"
+
+
+# hand-written solutions, one per function exercise: each passes, each typical slip is named
+def _emb(t, dim, order=(0, 1)):
+    half = dim // 2
+    args = t.double()[:, None] * 10000.0 ** (-torch.arange(half, dtype=torch.float64) / half)
+    parts = (torch.cos(args), torch.sin(args))
+    return torch.cat([parts[order[0]], parts[order[1]]], dim=1)
+
+
+def _post(s, x0, xt, t, prev=-1):
+    b = s.betas[t].reshape(-1, 1, 1, 1)
+    ab, abp = s.alphas_cumprod[t].reshape(-1, 1, 1, 1), s.alphas_cumprod[t + prev].reshape(-1, 1, 1, 1)
+    return abp.sqrt() * b / (1 - ab) * x0 + (1 - b).sqrt() * (1 - abp) / (1 - ab) * xt
+
+
+def _loss(model, s, x0, t, noise, reduction="mean", sum_pixels=False):
+    ab = s.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    err = (model(ab.sqrt() * x0 + (1 - ab).sqrt() * noise, t) - noise) ** 2
+    per = err.flatten(1).sum(1) if sum_pixels else err.flatten(1).mean(1)
+    return per.mean() if reduction == "mean" else per
+
+
+def _step(s, x_t, t, eps, z, root=True):
+    b, ab = s.betas[t].reshape(-1, 1, 1, 1), s.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    return (x_t - b / (1 - ab).sqrt() * eps) / ((1 - b).sqrt() if root else 1 - b) + b.sqrt() * z
+
+
+def _ddim(s, x_t, t, tp, eps, prev=True):
+    ab = s.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    abp = s.alphas_cumprod[tp if prev else t].reshape(-1, 1, 1, 1)
+    x0 = (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+    return abp.sqrt() * x0 + (1 - abp).sqrt() * eps
+
+
+FUNCTIONS = {
+    "ex-forward-qsample": (q_sample_right, [(q_sample_no_sqrt, "missing sqrt")]),
+    "ex-elbo-posterior-mean": (_post, [(lambda *a: _post(*a, prev=0), "alphas_cumprod[t - 1]")]),
+    "ex-unet-embedding": (_emb, [(lambda t, d: _emb(t, d, (1, 0)), "cosines come first")]),
+    "ex-training-loss": (_loss, [(lambda *a: _loss(*a, sum_pixels=True), "summed over the pixels"),
+                                 (lambda m, s, x0, t, n, r: _loss(m, s, x0, t, n, "none"), "shape")]),
+    "ex-sampling-step": (_step, [(lambda *a: _step(*a, root=False), "missing sqrt")]),
+    "ex-ddim-step": (_ddim, [(lambda *a: _ddim(*a, prev=False), "abar at t_prev")]),
+    "ex-cond-guidance": (lambda c, u, w: u + w * (c - u),
+                         [(lambda c, u, w: (1 + w) * c - w * u, "Ho and Salimans"),
+                          (lambda c, u, w: c + w * (u - c), "roles are swapped")]),
+}
+
+
+@pytest.mark.parametrize("label", sorted(FUNCTIONS))
+def test_function_exercises_accept_a_solution_and_name_slips(label):
+    right, slips = FUNCTIONS[label]
+    assert check_function(label, right, strict=True)
+    for wrong, says in slips:
+        verdict = check_function(label, wrong)
+        assert not verdict and says in verdict.message, (label, verdict.message)
+
+
+def test_every_function_exercise_is_tested():
+    assert {k for k, e in EXERCISES.items() if isinstance(e, FunctionExercise)} == set(FUNCTIONS)
+
+
+# ---------------------------------------------------------------- multiple choice
+def test_choose_right_wrong_and_no_answer(capsys):
+    assert choose("ex-elbo-why-eps", "b")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "[right] why L_simple drops lambda_t (ex-elbo-why-eps)" and out[1].startswith("    ")
+    wrong = choose("ex-elbo-why-eps", "(C)")
+    assert not wrong and wrong.message.startswith("(c) ") and "bound" in wrong.message
+    assert choose("ex-elbo-why-eps", None).message == "no answer yet (replace None with a letter)"
+    assert choose("ex-elbo-why-eps", "z").message == "answer one of a, b, c, d"
+    with pytest.raises(ExerciseFailed):
+        choose("ex-elbo-why-eps", "a", strict=True)
+
+
+@pytest.mark.parametrize("label", sorted(k for k, e in EXERCISES.items() if isinstance(e, ChoiceExercise)))
+def test_every_wrong_choice_has_a_reason(label, capsys):
+    ex = EXERCISES[label]
+    assert ex.answer not in ex.reasons and len(ex.reasons) >= 2
+    for letter in ex.reasons:
+        assert not choose(label, letter)
+    assert choose(label, ex.answer)
+    assert max(len(line) for line in capsys.readouterr().out.splitlines()) <= WIDTH
+
+
+# ---------------------------------------------------------------- keys, and the verdict itself
+def test_unknown_keys_give_a_clear_error():
+    with pytest.raises(UnknownExercise, match=r"no exercise is labelled 'ex-forward-abr'; known labels: "
+                                              r".*ex-forward-abar"):
+        check("ex-forward-abr", 0.5)
+    with pytest.raises(UnknownExercise):
+        check_function("ex-nope", q_sample_right)
+    with pytest.raises(TypeError, match="checked with check_function"):
+        check("ex-forward-qsample", 1.0)
+    with pytest.raises(TypeError, match="checked with choose"):
+        check_function("ex-elbo-why-eps", q_sample_right)
+
+
+def test_none_is_no_answer_yet_for_every_value_exercise(capsys):
+    assert not check("ex-forward-abar", None)
+    assert capsys.readouterr().out == \
+        "[not yet] abar_500 of the linear schedule (ex-forward-abar): no answer yet (replace None)\n"
+    with pytest.raises(ExerciseFailed):
+        check("ex-forward-abar", None, strict=True)
 
 
 @pytest.mark.parametrize("answer, expected, verdict", [
@@ -13,7 +322,8 @@ from ddpm_lib.exercises import ExerciseFailed, Verdict, check
     (1.5, 1.0, "[not yet] q: off by up to 0.5 (see the hint)"),
     ([1.0, 2.0], 1.0, "[not yet] q: shape (2,), expected ()"),
 ])
-def test_check_prints_one_short_line(capsys, answer, expected, verdict):
+def test_explicit_check_prints_one_short_line(capsys, answer, expected, verdict):
+    """The form with an explicit expected value, kept for pages outside the chapters (appendices)."""
     result = check("q", answer, expected, hint="a long hint that stays in the cell's source " * 3)
     out = capsys.readouterr().out
     assert out == verdict + "\n"
@@ -26,7 +336,7 @@ def test_verdict_shows_nothing_as_a_cell_value():
 
     shell = InteractiveShell.instance()
     try:
-        result = shell.run_cell("from ddpm_lib.exercises import check\ncheck('q', None, 1.0)")
+        result = shell.run_cell("from ddpm_lib.exercises import check\ncheck('ex-forward-abar', None)")
         assert result.success and isinstance(result.result, Verdict) and not result.result
         assert shell.display_formatter.format(result.result) == ({}, {})        # no text/plain 'False'
         assert shell.display_formatter.format(False)[0]["text/plain"] == "False"  # what a bool would show
@@ -39,3 +349,5 @@ def test_strict_raises_on_a_wrong_solution():
     with pytest.raises(ExerciseFailed):
         check("q", 2.0, 1.0, strict=True)
     assert check("q", 1.0, 1.0, strict=True)
+    with pytest.raises(ExerciseFailed, match="code index 499"):
+        check("ex-forward-abar", float(ABAR[500]), strict=True)
