@@ -35,8 +35,8 @@ def _ddim_budget():
     for r in rows:
         confident[r["sampler"], int(r["steps"])].append(r["confident"])
     ddim = {steps: np.mean(v) for (s, steps), v in confident.items() if s == "ddim-eta0"}
-    enough = min(k for k, v in ddim.items() if v >= max(ddim.values()) - 0.02)
-    return enough, max(k for s, k in confident if s == "ddpm") / enough
+    enough = min(k for k, v in ddim.items() if v >= max(ddim.values()) - 0.03)
+    return enough, 1000 / enough
 
 
 INDEPENDENT = {
