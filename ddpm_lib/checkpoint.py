@@ -26,7 +26,8 @@ FORMAT = "ddpm_lib-checkpoint"
 VERSION = 1
 ASSETS = Path(__file__).resolve().parent / "assets"
 # The models that ship with the package, by the name ``--checkpoint`` (and load_checkpoint) accepts.
-SHIPPED_MODELS = {"mnist": ASSETS / "mnist_small.pt", "mnist-conditional": ASSETS / "mnist_conditional.pt"}
+SHIPPED_MODELS = {"mnist": ASSETS / "mnist_small.pt", "mnist-conditional": ASSETS / "mnist_conditional.pt",
+                  "fashion-conditional": ASSETS / "fashion_conditional.pt"}
 SHIPPED = SHIPPED_MODELS["mnist"]                                          # the default model
 
 

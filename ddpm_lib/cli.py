@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "checkpoint, variance for ddpm or eta for ddim).")
     sample.add_argument("--checkpoint", default=None, metavar="FILE_OR_NAME",
                         help="checkpoint or weights file, or a shipped model's name: "
-                             "mnist (the default), mnist-conditional")
+                             "mnist (the default), mnist-conditional, fashion-conditional")
     sample.add_argument("--n", type=positive_int, default=64, help="number of images (default 64)")
     sample.add_argument("--sampler", choices=("ddpm", "ddim"), default=None,
                         help="DDPM's ancestral sampler or DDIM (default: ddim for the shipped models on a CPU, "
