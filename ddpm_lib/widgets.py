@@ -21,6 +21,7 @@ Needs ``ipywidgets`` (the ``book`` extra).
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -134,9 +135,29 @@ def _style():
     return w.HTML(value=f"<style>.ddpm-frame img, img.ddpm-frame {{ {PIXELATED} }}</style>")
 
 
+@dataclass
+class _Parts:
+    """The widgets every viewer is built from (see :func:`_assemble`)."""
+
+    play: Any                    # Play button, linked to the slider
+    slider: Any                  # IntSlider or SelectionSlider over the frames
+    toggle: Any                  # ToggleButtons over the options (schedules, samplers, variances)
+    stacks: list                 # per option, a Stack of one Image per frame
+    labels: list                 # per option, a Stack of one caption per frame
+    images: Any                  # the Stack of ``stacks`` the toggle switches
+    captions: Any                # the Stack of ``labels`` the toggle switches
+
+    def expose(self, box, **extra) -> None:
+        """Hang the parts a test or a custom layout needs on the returned box (the viewers' documented API)."""
+        box.slider, box.play, box.toggle, box.stacks, box.labels = (self.slider, self.play, self.toggle,
+                                                                     self.stacks, self.labels)
+        for name, value in extra.items():
+            setattr(box, name, value)
+
+
 def _assemble(w, frame_pngs: Mapping[str, Sequence[bytes]], labels: Mapping[str, Sequence[str]], *,
               slider_name: str, toggle_name: str, width: int, interval: int,
-              readouts: Sequence[str] | None = None):
+              readouts: Sequence[str] | None = None) -> _Parts:
     """Stacks of frames and labels per option, one slider + Play over the frames, a toggle over the options."""
     lengths = {len(p) for p in frame_pngs.values()}
     if len(lengths) != 1:
@@ -156,7 +177,7 @@ def _assemble(w, frame_pngs: Mapping[str, Sequence[bytes]], labels: Mapping[str,
     toggle = w.ToggleButtons(options=names, value=names[0], description=toggle_name)
     w.jslink((toggle, "index"), (outer_images, "selected_index"))
     w.jslink((toggle, "index"), (outer_labels, "selected_index"))
-    return play, slider, toggle, stacks, label_stacks, outer_images, outer_labels
+    return _Parts(play, slider, toggle, stacks, label_stacks, outer_images, outer_labels)
 
 
 def forward_process_viewer(x0: Tensor, schedules: NoiseSchedule | Mapping[str, NoiseSchedule], *,
@@ -188,16 +209,14 @@ def forward_process_viewer(x0: Tensor, schedules: NoiseSchedule | Mapping[str, N
         labels[name] = [f"{name}: t = {s}, ᾱ_t = {abar[s - 1].item():.3f}" if s > 0 else f"{name}: t = 0 (data)"
                         for s in steps]
         all_steps.append(steps)
-    play, slider, toggle, stacks, label_stacks, outer_images, outer_labels = _assemble(
-        w, frame_pngs, labels, slider_name="t", toggle_name="schedule", width=width, interval=interval,
-        readouts=[str(s) for s in all_steps[0]])                          # the slider shows the step t
-    rows = [_style(), w.HBox([play, slider]), outer_labels, outer_images]
+    parts = _assemble(w, frame_pngs, labels, slider_name="t", toggle_name="schedule", width=width,
+                      interval=interval, readouts=[str(s) for s in all_steps[0]])  # the slider shows t
+    rows = [_style(), w.HBox([parts.play, parts.slider]), parts.captions, parts.images]
     if len(schedules) > 1:
-        rows.insert(1, toggle)
+        rows.insert(1, parts.toggle)
     box = w.VBox(rows)
     box.add_class("ddpm-forward-viewer")
-    box.slider, box.play, box.toggle, box.stacks = slider, play, toggle, stacks
-    box.labels, box.steps = label_stacks, all_steps[0]
+    parts.expose(box, steps=all_steps[0])
     return box
 
 
@@ -237,15 +256,14 @@ def steps_viewer(samples: Mapping[str, Mapping[int, Tensor]] | Mapping[int, Tens
         per_row = nrow or int(round(next(iter(by_steps.values())).shape[0] ** 0.5))
         frame_pngs[name] = [frame_png(make_grid(by_steps[k].detach().float().cpu(), nrow=per_row)) for k in steps]
         labels[name] = [frame_label(name, k) if frame_label else f"{name}: {k} {unit}" for k in steps]
-    play, slider, toggle, stacks, label_stacks, outer_images, outer_labels = _assemble(
-        w, frame_pngs, labels, slider_name=unit, toggle_name="sampler", width=width, interval=interval)
-    rows = [_style(), w.HBox([play, slider]), outer_labels, outer_images]
+    parts = _assemble(w, frame_pngs, labels, slider_name=unit, toggle_name="sampler", width=width,
+                      interval=interval)
+    rows = [_style(), w.HBox([parts.play, parts.slider]), parts.captions, parts.images]
     if len(samples) > 1:
-        rows.insert(1, toggle)
+        rows.insert(1, parts.toggle)
     box = w.VBox(rows)
     box.add_class("ddpm-steps-viewer")
-    box.slider, box.play, box.toggle = slider, play, toggle
-    box.stacks, box.labels, box.steps = stacks, label_stacks, steps
+    parts.expose(box, steps=steps)
     return box
 
 
@@ -317,10 +335,10 @@ def reverse_process_viewer(model: Callable | None = None, schedule: NoiseSchedul
     frame_pngs = {name: _reverse_pngs(traj) for name, traj in trajectories.items()}
     labels = {name: [f"{name}: step t = {s + 1} of {total} — left: x_t, right: predicted x_0" for s in traj.steps]
               for name, traj in trajectories.items()}
-    play, slider, toggle, stacks, label_stacks, outer_images, outer_labels = _assemble(
-        w, frame_pngs, labels, slider_name="step", toggle_name="σ²_t =", width=width, interval=interval)
-    image_lists = [list(stack.children) for stack in stacks]
-    rows = [_style(), toggle, w.HBox([play, slider]), outer_labels, outer_images]
+    parts = _assemble(w, frame_pngs, labels, slider_name="step", toggle_name="σ²_t =", width=width,
+                      interval=interval)
+    image_lists = [list(stack.children) for stack in parts.stacks]
+    rows = [_style(), parts.toggle, w.HBox([parts.play, parts.slider]), parts.captions, parts.images]
     seed_box = None
     if live and model is not None and schedule is not None and set(trajectories) <= set(VARIANCES):
         seed_box = w.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed",
@@ -348,6 +366,5 @@ def reverse_process_viewer(model: Callable | None = None, schedule: NoiseSchedul
         rows.insert(1, w.HBox([seed_box, status]))
     box = w.VBox(rows)
     box.add_class("ddpm-reverse-viewer")
-    box.slider, box.play, box.toggle, box.stacks, box.labels = slider, play, toggle, stacks, label_stacks
-    box.images, box.steps, box.trajectories, box.seed = image_lists, first.steps, trajectories, seed_box
+    parts.expose(box, images=image_lists, steps=first.steps, trajectories=trajectories, seed=seed_box)
     return box

@@ -18,21 +18,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from ddpm_lib.checkpoint import load_checkpoint, model_from_checkpoint
+from ddpm_lib.data import to_model_range, to_uint8
+from ddpm_lib.metrics import sample_quality, sampler_quality_summary
+from ddpm_lib.sampling import ddim_sample, ddpm_sample
+from evaluate_checkpoint import cpu_name  # scripts/ is sys.path[0] when a script runs
 
-from ddpm_lib.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from ddpm_lib.data import to_model_range, to_uint8  # noqa: E402
-from ddpm_lib.metrics import sample_quality, sampler_quality_summary  # noqa: E402
-from ddpm_lib.sampling import ddim_sample, ddpm_sample  # noqa: E402
-from evaluate_checkpoint import cpu_name  # noqa: E402  (scripts/ is on sys.path)
+ROOT = Path(__file__).resolve().parents[1]
 
 OUT = ROOT / "ddpm_lib" / "assets" / "sampler_quality.json"
 IMAGES = ROOT / "runs" / "sampler_quality"
