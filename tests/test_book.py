@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CODE_WIDTH = 90                        # characters of code that fit the article column at 1400 px
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CHAPTERS = [nb for nb in NOTEBOOKS if re.match(r"\d\d_", nb.name)]
+WITH_EXERCISES = [nb for nb in NOTEBOOKS if "{exercise-start}" in nb.read_text()]   # chapters and appendices
 
 
 def cells(nb_path):
@@ -139,7 +140,7 @@ def check_calls(cell):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in CHECKS]
 
 
-@pytest.mark.parametrize("nb", CHAPTERS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("nb", WITH_EXERCISES, ids=lambda p: p.stem)
 def test_exercises_are_keyed_and_give_nothing_away(nb):
     """Every exercise is checked by its label: the expected value lives in ddpm_lib.exercises, never
     in the cell (a check takes the label, the answer and, for some, the exercise's inputs by name)."""
@@ -166,7 +167,7 @@ def test_exercises_are_keyed_and_give_nothing_away(nb):
     assert seen["solution"] == set(labels), f"solutions with no strict check: {set(labels) - seen['solution']}"
 
 
-@pytest.mark.parametrize("nb", CHAPTERS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("nb", WITH_EXERCISES, ids=lambda p: p.stem)
 def test_solutions_are_hidden_in_jupyter_and_colab(nb):
     """Folded in the HTML by :class: dropdown (test_chapter_shape); in JupyterLab/Notebook 7 by
     jupyter.source_hidden, in Colab by a #@title form shown as a form (cellView)."""
@@ -196,4 +197,6 @@ def test_every_chapter_has_a_code_writing_exercise_and_three_ask_why():
                    if any(c.func.id == "choose" for _, _, cell in exercise_code_cells(nb)
                           for c in check_calls(cell))]
     assert len(with_choice) >= 3, with_choice
-    assert used == set(EXERCISES), f"registered but used by no chapter: {set(EXERCISES) - used}"
+    used |= {c.args[0].value for nb in WITH_EXERCISES for _, _, cell in exercise_code_cells(nb)
+             for c in check_calls(cell)}
+    assert used == set(EXERCISES), f"registered but used by no page: {set(EXERCISES) - used}"

@@ -55,6 +55,7 @@ INDEPENDENT = {
     "ex-sampling-calls": lambda: (250 * math.ceil(100 / 64), 100 * 250),
     "ex-ddim-budget": _ddim_budget,
     "ex-cond-convention": lambda: 1.3,
+    "ex-perf-hours": lambda: [10_000 / 0.13 / 3600, 10_000 / 60 / 3600],
 }
 
 
@@ -351,3 +352,13 @@ def test_strict_raises_on_a_wrong_solution():
     assert check("q", 1.0, 1.0, strict=True)
     with pytest.raises(ExerciseFailed, match="code index 499"):
         check("ex-forward-abar", float(ABAR[500]), strict=True)
+
+
+def test_mfu_exercise_uses_the_given_flops_and_names_the_missing_factor_three(capsys):
+    gflop = 7.2                                                  # any value: the key computes from it
+    want = 3 * gflop * 1e9 * 14_000 / 989e12
+    np.testing.assert_allclose(expected_value("ex-perf-mfu", gflop=gflop), want, rtol=1e-12)
+    assert check("ex-perf-mfu", want, gflop=gflop)
+    capsys.readouterr()
+    assert not check("ex-perf-mfu", want / 3, gflop=gflop)
+    assert "three forward passes" in capsys.readouterr().out
