@@ -291,3 +291,29 @@ class UNet(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        """(stage label, module) for every block, in the order forward() runs them.
+
+        Labels name the part of the U and its resolution ("encoder 32x32", "down 32->16", "bottom 8x8",
+        "up 8->16", "decoder 16x16", "output head"); a level's residual and attention blocks are listed one
+        by one under the level's label. The modules' parameters are all of the model's, each counted once,
+        so per-stage parameter counts, FLOP counts (chapter 3, appendix A2) and timings (hooks on each
+        module) add up to the whole network.
+        """
+        rows: list[tuple[str, nn.Module]] = [("time MLP", self.time_mlp)]
+        if self.label_embed is not None:
+            rows.append(("label embedding", self.label_embed))
+        rows.append(("stem", self.stem))
+        res = self.image_size
+        for level, down in zip(self.down_levels, self.downsamples):
+            rows += [(f"encoder {res}x{res}", block) for block in level.blocks]
+            rows.append((f"down {res}->{res // 2}", down))
+            res //= 2
+        for i, (level, up) in enumerate(zip(self.up_levels, self.upsamples)):
+            kind = "bottom" if i == 0 else "decoder"
+            rows += [(f"{kind} {res}x{res}", block) for block in level.blocks]
+            rows.append((f"up {res}->{2 * res}", up))
+            res *= 2
+        rows.append(("output head", self.out))
+        return rows

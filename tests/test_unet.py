@@ -85,6 +85,33 @@ def test_channels_last_gives_the_same_output():
     assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("model", [UNet.from_preset("tiny"), UNet.from_preset("tutorial"),
+                                   UNet.from_preset("small", num_classes=10)],
+                         ids=["tiny", "tutorial", "conditional"])
+def test_stages_list_every_block_once_in_the_order_forward_runs_them(model):
+    stages = model.stages()
+    modules = [m for _, m in stages]
+    assert len({id(m) for m in modules}) == len(modules)
+    # every parameter belongs to exactly one stage: per-stage counts add up to the network
+    owned = [id(p) for m in modules for p in m.parameters()]
+    assert len(owned) == len(set(owned)) == len(list(model.parameters()))
+    ran = []
+    handles = [m.register_forward_hook(lambda m, i, o: ran.append(m)) for m in modules]
+    y = torch.tensor([3, 10]) if model.num_classes else None
+    with torch.no_grad():
+        model(torch.randn(2, 1, 32, 32), torch.tensor([5, 500]), y)
+    for h in handles:
+        h.remove()
+    assert [id(m) for m in ran] == [id(m) for m in modules]
+    labels = [label for label, _ in stages]
+    n_levels = len(model.down_levels)
+    assert labels[-1] == "output head" and labels.count("stem") == 1
+    assert sum(label.startswith("down") for label in labels) == n_levels
+    assert sum(label.startswith("up") for label in labels) == n_levels
+    res = model.image_size // 2 ** n_levels
+    assert f"bottom {res}x{res}" in labels and ("label embedding" in labels) == bool(model.num_classes)
+
+
 def test_wrong_input_shapes_are_named():
     model = UNet()
     with pytest.raises(ValueError, match=r"\(B, 1, 32, 32\)"):
