@@ -752,6 +752,17 @@ _register("ex-training-loss", FunctionExercise(
     ), rtol=1e-4, atol=1e-6))
 
 
+_register("ex-training-why-ema", ChoiceExercise(
+    "why sample with the EMA of the weights", answer="a",
+    why="Each step follows one minibatch's noisy gradient, so the raw weights jitter around a good "
+        "solution; their average over the last ~1/(1 - d) steps sits closer to it.",
+    reasons={"b": "the gradient is computed at the raw weights; the EMA never enters the loss",
+             "c": "the optimiser never sees the EMA: the raw weights come out the same with or "
+                  "without it, so it cannot speed training up",
+             "d": "once training stops the raw weights do not change either; the question is which "
+                  "of the two sets denoises better"}))
+
+
 # ============================================================================ 5. sampling
 def _sigmas(idx: int = 9, order=("beta", "posterior"), root: bool = True):
     s = _linear()
@@ -1040,3 +1051,14 @@ _register("ex-cond-convention", ValueExercise(
     mistakes=lambda: [
         ("that is w' itself: ddpm_lib's w = 1 is the conditional model, the paper's w' = 0", 0.3),
         ("the sign: w = 1 + w', not 1 - w'", 0.7)]))
+
+
+_register("ex-cond-why-dropout", ChoiceExercise(
+    "why drop labels in training", answer="a",
+    why="Guidance needs eps without a label beside eps with one; label dropout trains the same "
+        "network to give both, so no second model is needed.",
+    reasons={"b": "that is not its purpose: with label_dropout = 0 the network never learns the "
+                  "\"no label\" row, and guidance has no eps_uncond to subtract",
+             "c": "dropping is random: right and wrong labels are dropped alike",
+             "d": "every image costs the same forward pass; a label only adds one vector to the "
+                  "time embedding"}))
