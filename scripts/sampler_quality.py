@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=2 nice -n 5 python scripts/sampler_quality.py            # hours on a 2-core CPU
     python scripts/sampler_quality.py --table                                # print the table so far
+    python scripts/sampler_quality.py --runs ddpm:1000 ddim-eta0:50          # only these, every seed
 
 For each (sampler, steps, seed) it draws --n images (256) from the shipped MNIST model on the CPU, as
 `python -m ddpm_lib sample` does (EMA weights, channels_last, chunks of 64), rounds them to uint8 as
@@ -93,12 +94,25 @@ def table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def parse_run(text: str, parser: argparse.ArgumentParser) -> tuple[str, int]:
+    """"ddpm:1000" -> ("ddpm", 1000); a name or number the plan does not have is a one-line error."""
+    sampler, _, steps = text.partition(":")
+    known = {(name, s) for name, s, _ in plan()}
+    if not steps.isdigit() or (sampler, int(steps)) not in known:
+        parser.error(f"--runs {text}: expected SAMPLER:STEPS from the plan, e.g. ddpm:1000 "
+                     f"(samplers {', '.join(SAMPLERS)}; steps {', '.join(map(str, STEPS))} and {FULL_STEPS})")
+    return sampler, int(steps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT, help=f"results file (default {OUT.relative_to(ROOT)})")
     parser.add_argument("--n", type=int, default=256, help="images per run (default 256)")
     parser.add_argument("--table", action="store_true", help="print the table of the file and stop")
     parser.add_argument("--quick", action="store_true", help="a smoke test: 8 images, 2 and 5 steps, one seed")
+    parser.add_argument("--runs", nargs="+", metavar="SAMPLER:STEPS",
+                        help="run only these (sampler, steps) pairs of the plan, every seed, in the plan's order "
+                             f"(samplers: {', '.join(SAMPLERS)})")
     args = parser.parse_args()
     data = load(args.out)
     if args.table:
@@ -107,6 +121,9 @@ def main() -> None:
     threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
     torch.set_num_threads(threads)
     runs = plan((0,), (2, 5), ()) if args.quick else plan()
+    if args.runs:
+        wanted = {parse_run(text, parser) for text in args.runs}
+        runs = [r for r in runs if r[:2] in wanted]
     n = 8 if args.quick else args.n
     data.setdefault("cpu", cpu_name())
     done = {(r["sampler"], r["steps"], r["seed"]) for r in data["rows"] if r["n"] == n}
