@@ -231,6 +231,20 @@ def sampler_quality_summary(path: str | Path = SAMPLER_QUALITY) -> list[dict]:
     return out
 
 
+def seed_difference(a: dict, b: dict, key: str) -> tuple[float, float]:
+    """Mean of ``a`` minus mean of ``b`` for ``key``, and the standard error of that difference.
+
+    ``a`` and ``b`` are entries of :func:`sampler_quality_summary`; each mean is over its seeds, so
+    the standard error is ``sqrt(sd_a^2 / n_a + sd_b^2 / n_b)`` with the sample standard deviations
+    over seeds. A difference within about two standard errors is a tie on these seeds.
+    """
+    if len(a["seeds"]) < 2 or len(b["seeds"]) < 2:
+        raise ValueError(f"a standard error needs two or more seeds per row, got {len(a['seeds'])} "
+                         f"and {len(b['seeds'])}")
+    se = math.sqrt(a[key + "_sd"] ** 2 / len(a["seeds"]) + b[key + "_sd"] ** 2 / len(b["seeds"]))
+    return a[key] - b[key], se
+
+
 def _check_digits(images: Tensor, min_images: int) -> None:
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1:] != (1, 32, 32):
         raise ValueError(f"expected digit images (N, 1, 32, 32) in [-1, 1], got "

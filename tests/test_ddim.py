@@ -208,6 +208,22 @@ def test_sampler_quality_summary_gives_mean_and_spread_over_seeds(tmp_path):
     assert ddpm50["frechet"] == pytest.approx(31.0) and summary[0]["frechet_sd"] == 0.0
 
 
+def test_seed_difference_is_the_difference_of_means_with_its_standard_error():
+    from ddpm_lib.metrics import seed_difference
+
+    a = {"seeds": [0, 1, 2], "frechet": 20.0, "frechet_sd": 3.0}
+    b = {"seeds": [0, 1, 2, 3], "frechet": 25.0, "frechet_sd": 4.0}
+    d, se = seed_difference(a, b, "frechet")
+    assert d == pytest.approx(-5.0) and se == pytest.approx((9 / 3 + 16 / 4) ** 0.5)
+    # Monte Carlo: over many draws of 3 and 4 seeds, the sd of the difference of means is se
+    g = torch.Generator().manual_seed(0)
+    draws = 20.0 + 3.0 * torch.randn(20_000, 3, generator=g, dtype=torch.float64)
+    other = 25.0 + 4.0 * torch.randn(20_000, 4, generator=g, dtype=torch.float64)
+    assert (draws.mean(1) - other.mean(1)).std().item() == pytest.approx(se, rel=0.03)
+    with pytest.raises(ValueError, match="two or more seeds"):
+        seed_difference({**a, "seeds": [0]}, b, "frechet")
+
+
 
 def test_the_shipped_measurements_cover_what_the_chapter_plots():
     from ddpm_lib.metrics import SAMPLER_QUALITY, sampler_quality_summary
@@ -217,6 +233,8 @@ def test_the_shipped_measurements_cover_what_the_chapter_plots():
     assert samplers == {"ddpm", "ddim-eta0", "ddim-eta1"}
     have = {(r["sampler"], r["steps"]) for r in summary}
     assert {(s, k) for s in samplers for k in (10, 20, 50, 100)} <= have
-    # the chapter and A1 compare rows by their mean and spread over seeds: three seeds each
-    assert all(sorted(r["seeds"]) == [0, 1, 2] for r in summary if r["steps"] <= 100)
+    # the chapter and A1 compare rows by their mean and spread over seeds: three seeds each,
+    # DDPM's 500 and 1,000 steps included (A1 sets them beside the card's one-seed rows)
+    assert ("ddpm", 500) in have and ("ddpm", 1000) in have
+    assert all(sorted(r["seeds"]) == [0, 1, 2] for r in summary)
     assert all(r[key] == r[key] for r in summary for key in ("confident", "frechet", "wall_s"))
