@@ -100,7 +100,7 @@ def parse_run(text: str, parser: argparse.ArgumentParser) -> tuple[str, int]:
     known = {(name, s) for name, s, _ in plan()}
     if not steps.isdigit() or (sampler, int(steps)) not in known:
         parser.error(f"--runs {text}: expected SAMPLER:STEPS from the plan, e.g. ddpm:1000 "
-                     f"(samplers {', '.join(SAMPLERS)}; steps {', '.join(map(str, STEPS))} and {FULL_STEPS})")
+                     f"(samplers {', '.join(SAMPLERS)}; steps {', '.join(map(str, sorted({s for _, s in known})))})")
     return sampler, int(steps)
 
 

@@ -224,7 +224,6 @@ def test_seed_difference_is_the_difference_of_means_with_its_standard_error():
         seed_difference({**a, "seeds": [0]}, b, "frechet")
 
 
-
 def test_the_shipped_measurements_cover_what_the_chapter_plots():
     from ddpm_lib.metrics import SAMPLER_QUALITY, sampler_quality_summary
 
