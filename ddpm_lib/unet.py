@@ -130,6 +130,11 @@ PRESETS: dict[str, dict] = {
                  num_heads=4, dropout=0.0, num_groups=8),
     "small": dict(base_channels=32, channel_mult=(1, 2, 4), num_res_blocks=1, attention_resolutions=(8,),
                   num_heads=4, dropout=0.0, num_groups=8),
+    # The shipped MNIST model (issue 31): parameters spent at 8x8 and 4x4, where they cost few FLOPs, so a
+    # laptop CPU still samples quickly (5.96M parameters, 1.11 GFLOP per image forward, against small's 1.21M
+    # and 0.46). At equal GPU time it beat small and a two-blocks-per-level variant (A1, the model card).
+    "base": dict(base_channels=32, channel_mult=(1, 2, 4, 8), num_res_blocks=1, attention_resolutions=(8, 4),
+                 num_heads=4, dropout=0.1, num_groups=8),
     "tutorial": dict(base_channels=64, channel_mult=(1, 2, 4, 8), num_res_blocks=2, attention_resolutions=(16,),
                      num_heads=8, dropout=0.1, num_groups=32),
 }
