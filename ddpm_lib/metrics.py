@@ -201,6 +201,20 @@ def add_noise(images: Tensor, std: float = 0.3, seed: int = 0) -> Tensor:
     return (images + std * noise).clamp(-1, 1)
 
 
+def nearest_distance(images: Tensor, reference: Tensor, chunk: int = 256) -> Tensor:
+    """L2 distance (pixels in [-1, 1]) from each image to its nearest image of ``reference``: (N,).
+
+    The near-copy check of a model card: a model that memorised its training digits draws samples much
+    nearer to them than real held-out digits are. ``images`` (N, C, H, W) and ``reference`` (M, C, H, W).
+    """
+    if images.dim() != 4 or reference.dim() != 4 or images.shape[1:] != reference.shape[1:]:
+        raise ValueError(f"images {tuple(images.shape)} and reference {tuple(reference.shape)} must both be "
+                         "(N, C, H, W) of one image shape")
+    ref = reference.flatten(1).double()                                     # (M, C*H*W)
+    return torch.cat([torch.cdist(part.flatten(1).double(), ref).min(dim=1).values
+                      for part in images.split(chunk)]).float()
+
+
 SAMPLER_QUALITY = ASSETS / "sampler_quality.json"
 QUALITY_KEYS = ("confident", "class_entropy", "frechet", "wall_s")
 
