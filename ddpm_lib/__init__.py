@@ -7,6 +7,7 @@ from .config import RunConfig
 from .data import load_dataset
 from .ema import EMA
 from .losses import bits_per_dim, ddpm_loss, discretized_gaussian_log_likelihood, normal_kl, vlb_terms
+from .ode import dpm_solver_sample, heun_sample
 from .sampling import Trajectory, ddim_invert, ddim_sample, ddim_sigma, ddim_step, ddpm_sample, guided, slerp
 from .schedule import NoiseSchedule
 from .stopping import TrainingInterrupted
@@ -33,7 +34,9 @@ __all__ = [
     "ddpm_loss",
     "ddpm_sample",
     "discretized_gaussian_log_likelihood",
+    "dpm_solver_sample",
     "guided",
+    "heun_sample",
     "load_checkpoint",
     "load_dataset",
     "model_from_checkpoint",
