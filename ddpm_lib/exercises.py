@@ -211,21 +211,8 @@ def check(name: str, answer: Any, expected: Any = _KEYED, *, rtol: float = 1e-4,
     outside the chapters), ``name`` is free text and ``rtol``/``atol`` apply.
     """
     if expected is _KEYED:
-        ex = exercise(name, ValueExercise)
-        missing = set(ex.inputs) - set(inputs)
-        if missing or set(inputs) - set(ex.inputs):
-            raise TypeError(f"check({name!r}, ...) takes the inputs {list(ex.inputs)}, "
-                            f"got {sorted(inputs)}")
-        if answer is None or answer is Ellipsis:
-            return _finish(name, False, NO_ANSWER, strict)
-        want = _as_array(ex.expected(**inputs))
-        got = _try_array(answer)
-        if got is None:
-            return _finish(name, False, f"cannot read {type(answer).__name__} as numbers", strict)
-        if _close(got, want, ex.rtol, ex.atol):
-            return _finish(name, True, "", strict)
-        mistakes = [(m, _as_array(v)) for m, v in ex.mistakes(**inputs)]
-        return _finish(name, False, _diagnose(got, want, mistakes, ex.rtol, ex.atol), strict)
+        ok, message = judge_value(name, answer, **inputs)
+        return _finish(name, ok, message, strict)
     if inputs:
         raise TypeError(f"unexpected keyword arguments {sorted(inputs)}")
     if answer is None or answer is Ellipsis:
@@ -246,6 +233,28 @@ def _try_array(value: Any) -> np.ndarray | None:
         return None
 
 
+def judge_value(name: str, answer: Any, **inputs) -> tuple[bool, str]:
+    """``(right, diagnosis)`` of a value answer to the keyed exercise ``name``; prints nothing.
+
+    What :func:`check` prints, and what ``python -m ddpm_lib grade`` records.
+    """
+    ex = exercise(name, ValueExercise)
+    missing = set(ex.inputs) - set(inputs)
+    if missing or set(inputs) - set(ex.inputs):
+        raise TypeError(f"check({name!r}, ...) takes the inputs {list(ex.inputs)}, "
+                        f"got {sorted(inputs)}")
+    if answer is None or answer is Ellipsis:
+        return False, NO_ANSWER
+    want = _as_array(ex.expected(**inputs))
+    got = _try_array(answer)
+    if got is None:
+        return False, f"cannot read {type(answer).__name__} as numbers"
+    if _close(got, want, ex.rtol, ex.atol):
+        return True, ""
+    mistakes = [(m, _as_array(v)) for m, v in ex.mistakes(**inputs)]
+    return False, _diagnose(got, want, mistakes, ex.rtol, ex.atol)
+
+
 def check_function(name: str, function: Callable | None, *, strict: bool = False,
                    seed: int = 0) -> Verdict:
     """Call ``function`` on seeded random inputs and compare it with the library.
@@ -254,31 +263,60 @@ def check_function(name: str, function: Callable | None, *, strict: bool = False
     says what is wrong otherwise (an exception, the shape, a named mistake, a sign or a scale factor).
     Never raises unless ``strict=True``.
     """
-    ex = exercise(name, FunctionExercise)
     if function is None:
+        exercise(name, FunctionExercise)
         return _finish(name, False, NO_ANSWER, strict)
-    generator = torch.Generator().manual_seed(seed)
-    for args in ex.trials(generator):
+    ok, message = judge_function(name, function_results(name, function, seed=seed))
+    return _finish(name, ok, message, strict)
+
+
+def function_trials(name: str, seed: int = 0) -> list[tuple]:
+    """The seeded inputs that a function exercise's answer is called on (one tuple per trial)."""
+    return exercise(name, FunctionExercise).trials(torch.Generator().manual_seed(seed))
+
+
+def function_results(name: str, function: Callable, *, seed: int = 0) -> list[tuple[tuple, Any]]:
+    """``(args, result)`` for each trial, stopping at the first that is not numbers: a result of
+    ``None`` (or NotImplementedError) is None; an exception is its one-line explanation, a str."""
+    out = []
+    for args in function_trials(name, seed):
         try:
             result = function(*args)
         except NotImplementedError:
-            return _finish(name, False, NO_ANSWER, strict)
+            result = None
         except Exception as error:          # a student's bug: report it, never raise it
-            return _finish(name, False, _explain(error), strict)
+            result = _explain(error)
+        out.append((args, result))
+        if result is None or isinstance(result, str):
+            break
+    return out
+
+
+def judge_function(name: str, results: list[tuple[tuple, Any]]) -> tuple[bool, str]:
+    """``(right, diagnosis)`` of a function exercise from what the function returned on each trial.
+
+    ``results`` is :func:`function_results`' list (or the grader's: the same trials, called in a
+    student's kernel); each result is compared with the library's on the same arguments.
+    """
+    ex = exercise(name, FunctionExercise)
+    if not results:
+        return False, NO_ANSWER
+    for args, result in results:
         if result is None:
-            return _finish(name, False, NO_ANSWER, strict)
+            return False, NO_ANSWER
+        if isinstance(result, str):
+            return False, result
         got = _try_array(result)
         if got is None:
-            return _finish(name, False, f"it returned a {type(result).__name__}, "
-                                        f"not numbers ({ex.signature})", strict)
+            return False, f"it returned a {type(result).__name__}, not numbers ({ex.signature})"
         with torch.no_grad():
             want = _as_array(ex.reference(*args))
         if _close(got, want, ex.rtol, ex.atol):
             continue
         with torch.no_grad():
             mistakes = [(m, _as_array(wrong(*args))) for m, wrong in ex.mistakes]
-        return _finish(name, False, _diagnose(got, want, mistakes, ex.rtol, ex.atol), strict)
-    return _finish(name, True, "", strict)
+        return False, _diagnose(got, want, mistakes, ex.rtol, ex.atol)
+    return True, ""
 
 
 def _explain(error: Exception) -> str:
@@ -291,18 +329,26 @@ def _explain(error: Exception) -> str:
 
 def choose(name: str, answer: str | None, *, strict: bool = False) -> Verdict:
     """A multiple-choice answer: a letter. Prints right (and why) or not yet (and why not)."""
+    ok, message = judge_choice(name, answer)
+    if ok:
+        _say(True, _shown(name), "")
+        print(textwrap.fill(exercise(name).why, WIDTH, initial_indent="    ", subsequent_indent="    "))
+        return Verdict(name, True)
+    return _finish(name, False, message, strict)
+
+
+def judge_choice(name: str, answer: str | None) -> tuple[bool, str]:
+    """``(right, reason)`` of a multiple-choice answer; prints nothing."""
     ex = exercise(name, ChoiceExercise)
     if answer is None or answer is Ellipsis:
-        return _finish(name, False, "no answer yet (replace None with a letter)", strict)
+        return False, "no answer yet (replace None with a letter)"
     letter = str(answer).strip().lower().strip("()")
     letters = sorted({ex.answer, *ex.reasons})
     if letter not in letters:
-        return _finish(name, False, f"answer one of {', '.join(letters)}", strict)
+        return False, f"answer one of {', '.join(letters)}"
     if letter == ex.answer:
-        _say(True, _shown(name), "")
-        print(textwrap.fill(ex.why, WIDTH, initial_indent="    ", subsequent_indent="    "))
-        return Verdict(name, True)
-    return _finish(name, False, f"({letter}) {ex.reasons[letter]}", strict)
+        return True, ""
+    return False, f"({letter}) {ex.reasons[letter]}"
 
 
 # ---------------------------------------------------------------------------- shared pieces
