@@ -23,8 +23,9 @@ the chapters (the appendices).
 from __future__ import annotations
 
 import math
+import random
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -163,14 +164,40 @@ class FunctionExercise:
     atol: float = 1e-5
 
 
+CHOICE_SEED = 27                 # the letters of every multiple-choice question are shuffled from it
+
+
 @dataclass(frozen=True)
 class ChoiceExercise:
-    """A multiple-choice question: the right letter, why it is right, why each other one is not."""
+    """A multiple-choice question: the right option, why it is right, and each wrong option with why
+    it is wrong. The options are lettered (a)-(d) in an order shuffled from ``CHOICE_SEED`` and the
+    title, the same on every machine; the chapter's markdown lists them in that order (a test checks).
+    """
 
     title: str
-    answer: str
+    right: str
     why: str
-    reasons: dict[str, str] = field(default_factory=dict)
+    wrong: tuple[tuple[str, str], ...]
+
+    def _order(self) -> list[int]:
+        order = list(range(1 + len(self.wrong)))          # 0 is the right option
+        random.Random(f"{CHOICE_SEED}:{self.title}").shuffle(order)
+        return order
+
+    @property
+    def options(self) -> dict[str, str]:
+        """``{letter: option text}`` in the order the chapter shows them."""
+        texts = [self.right] + [text for text, _ in self.wrong]
+        return {chr(ord("a") + i): texts[k] for i, k in enumerate(self._order())}
+
+    @property
+    def answer(self) -> str:
+        return "abcdefgh"[self._order().index(0)]
+
+    @property
+    def reasons(self) -> dict[str, str]:
+        """``{letter: why it is wrong}`` for every wrong letter."""
+        return {chr(ord("a") + i): self.wrong[k - 1][1] for i, k in enumerate(self._order()) if k}
 
 
 EXERCISES: dict[str, ValueExercise | FunctionExercise | ChoiceExercise] = {}
@@ -471,13 +498,21 @@ _register("ex-forward-qsample", FunctionExercise(
     )))
 
 _register("ex-forward-why-cosine", ChoiceExercise(
-    "what the cosine schedule wins back", answer="c",
+    "what the cosine schedule wins back",
+    right=r"the late steps, which the linear schedule spends with $x_t$ already pure noise, so that they "
+          r"teach the network little",
     why="The linear schedule spends its last ~175 steps at abar < 1e-3, where x_t is noise for "
         "every digit; the cosine schedule reaches that point only near t = T.",
-    reasons={"a": "both schedules start with x_t close to x_0; the first steps are not the waste",
-             "b": "both end near pure noise (abar_T is about 4e-5 and 0): T is the same, and "
-                  "so is the end point",
-             "d": "it changes the betas only; q_sample's formula and its cost are the same"}))
+    wrong=((r"the early steps, which the linear schedule spends with $x_t$ almost equal to $x_0$, so that "
+            r"they teach the network little",
+            "both schedules start with x_t close to x_0 (beta_1 is tiny in each); the waste is at the end, "
+            "where abar < 1e-3"),
+           (r"the end point: the linear schedule's $\bar\alpha_T$ stays well above 0, so its $x_T$ still "
+            r"holds a trace of the digit",
+            "abar_T is about 4e-5 for the linear schedule: x_T is pure noise under both"),
+           (r"a cheaper forward process: its $\bar\alpha_t$ has a closed form, so `q_sample` needs no "
+            r"cumulative product",
+            "q_sample reads abar_t from a table computed once, under either schedule: the cost is the same"))))
 
 
 # ============================================================================ 2. the bound
@@ -566,13 +601,22 @@ _register("ex-elbo-posterior-mean", FunctionExercise(
     )))
 
 _register("ex-elbo-why-eps", ChoiceExercise(
-    "why L_simple drops lambda_t", answer="b",
+    "why L_simple drops lambda_t",
+    right=r"$\lambda_t$ is largest at small $t$; setting it to 1 moves the effort to larger $t$, where the "
+          r"digit must be guessed",
     why="lambda_t is tens of times larger at small t; without it the loss spends its effort where "
         "the digit itself must be guessed, and Ho et al. found the samples better.",
-    reasons={"a": "lambda_t has a closed form in the schedule: this chapter computes it in a line",
-             "c": "the weighted sum is the bound; dropping the weights makes it no longer a bound "
-                  "on the likelihood",
-             "d": "lambda_t varies by orders of magnitude over t (the figure of the weights)"}))
+    wrong=((r"$\lambda_t$ depends on the reverse variance $\sigma_t^2$, which is learned, so it is not known "
+            r"until training ends",
+            "with sigma_t^2 fixed to beta_t or beta-tilde, lambda_t has a closed form in the schedule: this "
+            "chapter computes it in a line"),
+           (r"with every $\lambda_t = 1$ the sum is the exact negative log-likelihood, which is tighter than "
+            r"the weighted bound",
+            "the weighted sum is the bound; dropping the weights makes it no longer a bound on the "
+            "likelihood"),
+           (r"with $\sigma_t^2 = \tilde\beta_t$ the $\lambda_t$ are nearly equal over $t$, so setting them "
+            r"to 1 changes little",
+            "lambda_t varies by orders of magnitude over t (the figure of the weights)"))))
 
 
 # ============================================================================ 3. the network
@@ -686,13 +730,21 @@ _register("ex-unet-embedding", FunctionExercise(
     ), rtol=1e-4, atol=1e-3))
 
 _register("ex-unet-why-skips", ChoiceExercise(
-    "why the decoder concatenates the skips", answer="a",
+    "why the decoder concatenates the skips",
+    right=r"the bottom level sees a few pixels; the skips bring each resolution's detail back, so "
+          r"$\epsilon$ fits pixel by pixel",
     why="The bottom level sees the image in a few pixels; the skips carry each resolution's detail "
         "across, so eps can be right pixel by pixel.",
-    reasons={"b": "the skips add parameters and FLOPs (the decoder is wider), they do not save them",
-             "c": "t enters through the time embedding in every ResBlock, not through the skips",
-             "d": "the output has the input's shape because of the decoder's upsampling and the "
-                  "head, with or without skips"}))
+    wrong=((r"they let the decoder reuse what the encoder computed at each level, so the decoder needs "
+            r"fewer parameters and FLOPs",
+            "the skips add parameters and FLOPs (the decoder is wider), they do not save them"),
+           (r"they carry the time embedding to the decoder, which would otherwise not know how much noise "
+            r"$x_t$ holds",
+            "t enters through the time embedding in every ResBlock, not through the skips"),
+           (r"they set the decoder's output size: without them the upsampling could not return to the "
+            r"input's $32 \times 32$",
+            "the output has the input's shape because of the decoder's upsampling and the head, with or "
+            "without skips"))))
 
 
 # ============================================================================ 4. training
@@ -799,14 +851,22 @@ _register("ex-training-loss", FunctionExercise(
 
 
 _register("ex-training-why-ema", ChoiceExercise(
-    "why sample with the EMA of the weights", answer="a",
+    "why sample with the EMA of the weights",
+    right=r"one minibatch's gradient is noisy, so the raw weights jitter around a good solution; their "
+          r"average is closer to it",
     why="Each step follows one minibatch's noisy gradient, so the raw weights jitter around a good "
         "solution; their average over the last ~1/(1 - d) steps sits closer to it.",
-    reasons={"b": "the gradient is computed at the raw weights; the EMA never enters the loss",
-             "c": "the optimiser never sees the EMA: the raw weights come out the same with or "
-                  "without it, so it cannot speed training up",
-             "d": "once training stops the raw weights do not change either; the question is which "
-                  "of the two sets denoises better"}))
+    wrong=((r"the gradient is computed at the EMA weights, so the EMA is the set of weights that the loss "
+            r"has actually trained",
+            "the gradient is computed at the raw weights; the EMA never enters the loss"),
+           (r"the EMA damps each optimiser step, which allows a larger learning rate and so makes training "
+            r"converge in fewer steps",
+            "the optimiser never sees the EMA: the raw weights come out the same with or without it, so it "
+            "cannot speed training up"),
+           (r"the raw weights keep changing while the model samples; the EMA is a frozen copy saved when "
+            r"training stopped",
+            "once training stops the raw weights do not change either; the question is which of the two "
+            "sets denoises better"))))
 
 
 # ============================================================================ 5. sampling
@@ -918,12 +978,20 @@ _register("ex-sampling-step", FunctionExercise(
     )))
 
 _register("ex-sampling-why-noise", ChoiceExercise(
-    "why each step adds fresh noise", answer="c",
+    "why each step adds fresh noise",
+    right=r"$p_\theta(x_{t-1} \mid x_t)$ is a Gaussian, not a point: its mean averages many digits, and a "
+          r"chain of means is blurry",
     why="p(x_{t-1} | x_t) is a Gaussian with variance sigma_t^2: its mean alone is an average of "
         "many digits, and a chain of means drifts to blurry, too-smooth images.",
-    reasons={"a": "without the noise the step is deterministic, reproducible with no seed at all",
-             "b": "the noise is there in every step, not only the last one (which adds none)",
-             "d": "sigma_t z does not cancel the network's error; it samples the step's spread"}))
+    wrong=((r"the noise makes the samples depend on the seed, so that one model and one seed always give "
+            r"the same set of images",
+            "without the noise the step is deterministic, reproducible with no seed at all"),
+           (r"the noise dithers the pixel values, which hides the 8-bit rounding of the digits the network "
+            r"was trained on",
+            "the noise is there in every step, not only the last one (which adds none): it is not dither"),
+           (r"the noise cancels the error of the network's $\epsilon$ prediction, which would otherwise "
+            r"build up over the steps",
+            "sigma_t z does not cancel the network's error; it samples the step's spread"))))
 
 
 # ============================================================================ 6. DDIM
@@ -1036,13 +1104,20 @@ _register("ex-ddim-step", FunctionExercise(
     )))
 
 _register("ex-ddim-why-no-retraining", ChoiceExercise(
-    "why DDIM needs no new training", answer="b",
+    "why DDIM needs no new training",
+    right=r"the DDPM loss involves only the marginals $q(x_t \mid x_0)$, and DDIM's process keeps every one "
+          r"of them",
     why="L_simple involves only the marginals q(x_t | x_0), and DDIM's family keeps every one of "
         "them: the same eps-predictor is optimal for it.",
-    reasons={"a": "the network still predicts the noise; DDIM turns it into x0_pred by a formula, "
-                  "as DDPM does",
-             "c": "eta = 1 adds noise and uses the same network: determinism is not the reason",
-             "d": "DDIM's steps are not DDPM's: they skip timesteps and have no noise at eta = 0"}))
+    wrong=((r"DDIM's network predicts $x_0$ instead of the noise, and an $x_0$-predictor can be read off "
+            r"any $\epsilon$-predictor",
+            "the network still predicts the noise; DDIM turns it into x0_pred by a formula, as DDPM does"),
+           (r"DDIM is deterministic at $\eta = 0$, and a sampler without noise has no variance that would "
+            r"need to be learned",
+            "eta = 1 adds noise and uses the same network: determinism is not the reason"),
+           (r"DDIM takes the same steps as DDPM's ancestral sampler, only with the noise term "
+            r"$\sigma_t z$ set to zero",
+            "DDIM's steps are not DDPM's: they skip timesteps, and its update is not DDPM's mean"))))
 
 
 # ============================================================================ 7. guidance
@@ -1100,11 +1175,19 @@ _register("ex-cond-convention", ValueExercise(
 
 
 _register("ex-cond-why-dropout", ChoiceExercise(
-    "why drop labels in training", answer="a",
+    "why drop labels in training",
+    right=r"guidance needs $\epsilon_\theta(x_t, t)$ without a label beside the labelled one; dropout "
+          r"trains one network for both",
     why="Guidance needs eps without a label beside eps with one; label dropout trains the same "
         "network to give both, so no second model is needed.",
-    reasons={"b": "that is not its purpose: with label_dropout = 0 the network never learns the "
-                  "\"no label\" row, and guidance has no eps_uncond to subtract",
-             "c": "dropping is random: right and wrong labels are dropped alike",
-             "d": "every image costs the same forward pass; a label only adds one vector to the "
-                  "time embedding"}))
+    wrong=((r"it regularises the label embedding, so that the network does not overfit the ten classes of "
+            r"the training set",
+            "that is not its purpose: with label_dropout = 0 the network never learns the 'no label' "
+            "row, and guidance has no eps_uncond to subtract"),
+           (r"some training labels are wrong, and dropping one in ten at random limits how much a wrong "
+            r"label can teach",
+            "dropping is random: right and wrong labels are dropped alike"),
+           (r"an image without a label skips the class embedding, which makes one training step in ten "
+            r"cheaper to compute",
+            "every image costs the same forward pass; a label only adds one vector to the time "
+            "embedding"))))

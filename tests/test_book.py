@@ -200,3 +200,18 @@ def test_every_chapter_has_a_code_writing_exercise_and_three_ask_why():
     used |= {c.args[0].value for nb in WITH_EXERCISES for _, _, cell in exercise_code_cells(nb)
              for c in check_calls(cell)}
     assert used == set(EXERCISES), f"registered but used by no page: {set(EXERCISES) - used}"
+
+
+@pytest.mark.parametrize("nb", CHAPTERS, ids=lambda p: p.stem)
+def test_multiple_choice_options_are_the_registrys_in_its_shuffled_order(nb):
+    """The markdown lists ddpm_lib.exercises' options under their letters, so a question and its key
+    cannot drift apart (scripts that change the options rewrite both)."""
+    from ddpm_lib.exercises import EXERCISES, ChoiceExercise
+
+    for cell in cells(nb):
+        text = source(cell)
+        for label in re.findall(r"```\{exercise-start\}\s*\n:label: (\S+)", text):
+            ex = EXERCISES.get(label)
+            if isinstance(ex, ChoiceExercise):
+                shown = dict(re.findall(r"^- \((\w)\) (.+?)[;.]$", text, re.M))
+                assert shown == ex.options, f"{nb.name} {label}: the options differ from the registry's"

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from collections import defaultdict
 
 import numpy as np
@@ -274,15 +275,46 @@ def test_every_function_exercise_is_tested():
 
 # ---------------------------------------------------------------- multiple choice
 def test_choose_right_wrong_and_no_answer(capsys):
-    assert choose("ex-elbo-why-eps", "b")
+    ex = EXERCISES["ex-elbo-why-eps"]
+    assert choose("ex-elbo-why-eps", ex.answer)
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "[right] why L_simple drops lambda_t (ex-elbo-why-eps)" and out[1].startswith("    ")
-    wrong = choose("ex-elbo-why-eps", "(C)")
-    assert not wrong and wrong.message.startswith("(c) ") and "bound" in wrong.message
+    letter = next(k for k, text in ex.options.items() if "log-likelihood" in text)
+    wrong = choose("ex-elbo-why-eps", f"({letter.upper()})")
+    assert not wrong and wrong.message.startswith(f"({letter}) ") and "bound" in wrong.message
     assert choose("ex-elbo-why-eps", None).message == "no answer yet (replace None with a letter)"
     assert choose("ex-elbo-why-eps", "z").message == "answer one of a, b, c, d"
     with pytest.raises(ExerciseFailed):
-        choose("ex-elbo-why-eps", "a", strict=True)
+        choose("ex-elbo-why-eps", next(iter(ex.reasons)), strict=True)
+
+
+CHOICES = {k: e for k, e in EXERCISES.items() if isinstance(e, ChoiceExercise)}
+
+
+def visible_length(text: str) -> int:
+    """Characters a reader sees: a LaTeX command counts as one, $ ` { } as none."""
+    return len(re.sub(r"[$`{}]", "", re.sub(r"\\[a-zA-Z]+", "x", text)))
+
+
+def test_the_right_answer_cannot_be_guessed_by_its_length():
+    """At most a third of the questions have the right option as the longest, and no option is more
+    than 1.3 times as long as the shortest of its question."""
+    longest = []
+    for label, ex in CHOICES.items():
+        lengths = {k: visible_length(t) for k, t in ex.options.items()}
+        assert max(lengths.values()) <= 1.3 * min(lengths.values()), (label, lengths)
+        if lengths[ex.answer] >= max(lengths.values()):
+            longest.append(label)
+    assert len(longest) <= len(CHOICES) / 3, longest
+
+
+def test_letters_are_shuffled_from_a_fixed_seed():
+    answers = [ex.answer for ex in CHOICES.values()]
+    assert len(set(answers)) >= 3, answers                     # not always the same letter
+    for ex in CHOICES.values():                                  # the same order every time it is asked
+        assert ex.options == ex.options and sorted(ex.options) == ["a", "b", "c", "d"]
+        assert sorted([ex.options[ex.answer], *(ex.options[k] for k in ex.reasons)]) == \
+            sorted([ex.right, *(text for text, _ in ex.wrong)])
 
 
 @pytest.mark.parametrize("label", sorted(k for k, e in EXERCISES.items() if isinstance(e, ChoiceExercise)))
