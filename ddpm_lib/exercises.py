@@ -624,20 +624,22 @@ def _n_params(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _resblock_params(C: int = 128, D: int = 256) -> int:
+def _resblock_params(C: int = 96, D: int = 384) -> int:
     from .unet import ResBlock
     return _n_params(ResBlock(C, D, dropout=0.0, groups=32))
 
 
 _register("ex-unet-resblock-params", ValueExercise(
-    "parameters of a ResBlock with C = 128, D = 256",
+    "parameters of a ResBlock with C = 96, D = 384",
     expected=lambda: _resblock_params(),
     mistakes=lambda: [
         ("forgot the GroupNorms: each has a scale and a shift per channel (4C in all)",
-         _resblock_params() - 4 * 128),
+         _resblock_params() - 4 * 96),
         ("forgot the biases: each conv and the projection have C of them",
-         _resblock_params() - 3 * 128),
-        ("a ResBlock has two 3x3 convolutions, not one", _resblock_params() - 9 * 128 ** 2 - 128)],
+         _resblock_params() - 3 * 96),
+        ("a ResBlock has two 3x3 convolutions, not one", _resblock_params() - 9 * 96 ** 2 - 96),
+        ("that is the tutorial preset's 16x16 block (C = 128, D = 256): this one has C = 96, D = 384",
+         _resblock_params(128, 256))],
     rtol=0, atol=0))
 
 

@@ -47,7 +47,7 @@ INDEPENDENT = {
     "ex-elbo-posterior-variance": lambda: _tilde(9),
     "ex-elbo-lambda": lambda: [BETAS[i] / (2 * (1 - BETAS[i]) * (1 - ABAR[i - 1])) for i in (1, 999)],
     "ex-elbo-kl": lambda: 0.5 * (math.log(4) + 0.25),
-    "ex-unet-resblock-params": lambda: 18 * 128 ** 2 + 256 * 128 + 7 * 128,
+    "ex-unet-resblock-params": lambda: 18 * 96 ** 2 + 384 * 96 + 7 * 96,
     "ex-unet-shape": lambda: (4, (64 // 2 + 32) // 2 + 16, 32, 32),       # C_below / 2 + C_skip, twice
     "ex-unet-attention-flops": lambda: [4 * 256 ** 2 * 384, 16],
     "ex-training-epochs": lambda: 40_000 * 64 / 9000,
