@@ -75,3 +75,21 @@ def test_the_student_edition_keeps_everything_else(edition):
         kept = notebooks[nb_path.name]["cells"]
         code = lambda cs: [source(c) for c in cs if c["cell_type"] == "code"]     # noqa: E731
         assert code(kept) == code(original)
+
+
+def test_the_answer_key_lists_every_exercise_with_its_answer_and_stays_apart(tmp_path, edition):
+    import subprocess
+    import sys
+
+    from ddpm_lib.exercises import EXERCISES, ChoiceExercise
+
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "answer_key.py"), "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    key = (tmp_path / "answer-key.md").read_text()
+    for label, ex in EXERCISES.items():
+        assert f"### `{label}`" in key
+        if isinstance(ex, ChoiceExercise):
+            assert f"**Answer:** ({ex.answer}) {ex.options[ex.answer]}" in key
+    out, _ = edition
+    assert not list(out.rglob("answer-key*")), "the answer key is not part of the student edition"
