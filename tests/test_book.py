@@ -273,3 +273,16 @@ def test_solution_text_is_hidden_and_states_no_answer(nb):
         for label in labels:
             for answer in answer_texts(label):
                 assert answer not in text, f"{nb.name}: a solution states the answer of {label} ({answer})"
+
+
+def test_the_exercise_index_is_generated_from_the_registry():
+    """book/exercises.md lists every exercise; scripts/exercise_index.py rewrites it (never by hand)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "exercise_index.py"), "--check"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    from ddpm_lib.exercises import EXERCISES
+    page = (ROOT / "book" / "exercises.md").read_text()
+    assert all(f"`{label}`" in page for label in EXERCISES)
