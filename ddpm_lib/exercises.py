@@ -600,6 +600,38 @@ _register("ex-elbo-posterior-mean", FunctionExercise(
          lambda s, x0, xt, t: _post_mean(s, x0, xt, t, swap=True)),
     )))
 
+def _v_trials(generator):
+    out = []
+    for _ in range(3):
+        s = _short_schedule(generator)
+        out.append((s, _images(generator), _steps(s, generator), _images(generator)))
+    return out
+
+
+def _x0_from_v(s, x_t, t, v, *, sign=-1.0, swap=False, sqrt=True, at=0):
+    abar = _col(s.alphas_cumprod[t + at])
+    a, b = (abar.sqrt(), (1 - abar).sqrt()) if sqrt else (abar, 1 - abar)
+    if swap:
+        a, b = b, a
+    return a * x_t + sign * b * v
+
+
+_register("ex-elbo-x0-from-v", FunctionExercise(
+    "x_0 from a v-prediction", "my_x0_from_v(schedule, x_t, t, v) -> x0 shaped like x_t",
+    trials=_v_trials, reference=lambda s, x_t, t, v: s.predict_x0_from_v(x_t, t, v),
+    mistakes=(
+        ("the sign: the eps terms cancel in sqrt(abar) x_t - sqrt(1 - abar) v",
+         lambda *a: _x0_from_v(*a, sign=1.0)),
+        ("the coefficients are swapped: x_t gets sqrt(abar), v gets sqrt(1 - abar)",
+         lambda *a: _x0_from_v(*a, swap=True)),
+        ("looks like a missing sqrt: the coefficients are sqrt(abar) and sqrt(1 - abar)",
+         lambda *a: _x0_from_v(*a, sqrt=False)),
+        ("that is eps from v, sqrt(1 - abar) x_t + sqrt(abar) v: the exercise asks for x_0",
+         lambda s, x_t, t, v: s.predict_eps_from_v(x_t, t, v)),
+        ("wrong index: that uses abar at t - 1; code index t is abar[t]",
+         lambda *a: _x0_from_v(*a, at=-1)),
+    )))
+
 _register("ex-elbo-why-eps", ChoiceExercise(
     "why L_simple drops lambda_t",
     right=r"$\lambda_t$ is largest at small $t$; setting it to 1 moves the effort to larger $t$, where the "

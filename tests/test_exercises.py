@@ -246,7 +246,14 @@ def _ddim(s, x_t, t, tp, eps, prev=True):
     return abp.sqrt() * x0 + (1 - abp).sqrt() * eps
 
 
+def _x0_v(s, x_t, t, v):
+    abar = s.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    return abar.sqrt() * x_t - (1 - abar).sqrt() * v
+
+
 FUNCTIONS = {
+    "ex-elbo-x0-from-v": (_x0_v, [(lambda s, x, t, v: _x0_v(s, x, t, -v), "the sign"),
+                                  (lambda s, x, t, v: s.predict_eps_from_v(x, t, v), "eps from v")]),
     "ex-forward-qsample": (q_sample_right, [(q_sample_no_sqrt, "missing sqrt")]),
     "ex-elbo-posterior-mean": (_post, [(lambda *a: _post(*a, prev=0), "alphas_cumprod[t - 1]")]),
     "ex-unet-embedding": (_emb, [(lambda t, d: _emb(t, d, (1, 0)), "cosines come first")]),
