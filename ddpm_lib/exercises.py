@@ -632,6 +632,32 @@ _register("ex-elbo-x0-from-v", FunctionExercise(
          lambda *a: _x0_from_v(*a, at=-1)),
     )))
 
+def _tweedie(s, x_t, t, score, *, var_root=False, sign=1.0, divide=True, at=0):
+    abar = _col(s.alphas_cumprod[t + at])
+    var = (1 - abar).sqrt() if var_root else 1 - abar
+    x0 = x_t + sign * var * score
+    return x0 / abar.sqrt() if divide else x0
+
+
+def _tweedie_reference(s, x_t, t, score):
+    eps = -(1 - _col(s.alphas_cumprod[t])).sqrt() * score      # the score view: eps = -sqrt(1 - abar) score
+    return s.predict_x0_from_eps(x_t, t, eps)
+
+
+_register("ex-elbo-tweedie", FunctionExercise(
+    "Tweedie's formula: x_0 from the score", "my_tweedie_x0(schedule, x_t, t, score) -> x0 shaped like x_t",
+    trials=_v_trials, reference=_tweedie_reference,
+    mistakes=(
+        ("the score is scaled by the noise's variance 1 - abar, not by its standard deviation",
+         lambda *a: _tweedie(*a, var_root=True)),
+        ("the sign: the score points towards the data, so x_t + (1 - abar) score",
+         lambda *a: _tweedie(*a, sign=-1.0)),
+        ("that is sqrt(abar) x_0, the mean of x_t given x_0: divide by sqrt(abar)",
+         lambda *a: _tweedie(*a, divide=False)),
+        ("wrong index: that uses abar at t - 1; code index t is abar[t]",
+         lambda *a: _tweedie(*a, at=-1)),
+    )))
+
 _register("ex-elbo-why-eps", ChoiceExercise(
     "why L_simple drops lambda_t",
     right=r"$\lambda_t$ is largest at small $t$; setting it to 1 moves the effort to larger $t$, where the "

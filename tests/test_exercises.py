@@ -251,7 +251,15 @@ def _x0_v(s, x_t, t, v):
     return abar.sqrt() * x_t - (1 - abar).sqrt() * v
 
 
+def _tweedie_x0(s, x_t, t, score):
+    abar = s.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    return (x_t + (1 - abar) * score) / abar.sqrt()
+
+
 FUNCTIONS = {
+    "ex-elbo-tweedie": (_tweedie_x0, [(lambda s, x, t, g: _tweedie_x0(s, x, t, -g), "the sign"),
+                                      (lambda s, x, t, g: _tweedie_x0(s, x, t, g) * s.alphas_cumprod[t].reshape(
+                                          -1, 1, 1, 1).sqrt(), "divide by sqrt(abar)")]),
     "ex-elbo-x0-from-v": (_x0_v, [(lambda s, x, t, v: _x0_v(s, x, t, -v), "the sign"),
                                   (lambda s, x, t, v: s.predict_eps_from_v(x, t, v), "eps from v")]),
     "ex-forward-qsample": (q_sample_right, [(q_sample_no_sqrt, "missing sqrt")]),
