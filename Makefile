@@ -18,7 +18,7 @@ export PYTHONHASHSEED := 0
 # warnings as errors) fails on any failing cell as nbval would, and gives the pages the browser checks.
 PORTABLE := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default
 
-.PHONY: setup browser-deps test lint unit nbval book book-check test-book browser-test bench clean test-gpu
+.PHONY: setup browser-deps test lint unit nbval book book-check test-book browser-test bench clean test-gpu student answer-key
 
 setup: $(STAMP)
 
@@ -76,6 +76,16 @@ test-gpu: setup
 	@$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'test-gpu needs a CUDA GPU')"
 	$(PY) -m pytest tests -m cuda -q
 	DDPM_PROFILE=cuda $(PY) -m pytest --nbval-lax notebooks -q -p no:cacheprovider
+
+# The student edition for a course page: _build/student/notebooks (no solution cells, no answer text), a zip of
+# them, and their HTML book (sphinx-exercise's hide_solutions) in _build/student/_build/html. Not executed; add
+# STUDENT_FLAGS=--execute to run every chapter with its exercises blank.
+student: setup
+	$(PY) scripts/student_edition.py --html $(STUDENT_FLAGS)
+
+# The teacher's answer key, apart from the book and the student edition: _build/answer-key/answer-key.md.
+answer-key: setup
+	$(PY) scripts/answer_key.py
 
 bench: setup
 	$(PY) -m ddpm_lib bench --device cpu --quick

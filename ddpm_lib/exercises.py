@@ -23,8 +23,9 @@ the chapters (the appendices).
 from __future__ import annotations
 
 import math
+import random
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -163,14 +164,40 @@ class FunctionExercise:
     atol: float = 1e-5
 
 
+CHOICE_SEED = 27                 # the letters of every multiple-choice question are shuffled from it
+
+
 @dataclass(frozen=True)
 class ChoiceExercise:
-    """A multiple-choice question: the right letter, why it is right, why each other one is not."""
+    """A multiple-choice question: the right option, why it is right, and each wrong option with why
+    it is wrong. The options are lettered (a)-(d) in an order shuffled from ``CHOICE_SEED`` and the
+    title, the same on every machine; the chapter's markdown lists them in that order (a test checks).
+    """
 
     title: str
-    answer: str
+    right: str
     why: str
-    reasons: dict[str, str] = field(default_factory=dict)
+    wrong: tuple[tuple[str, str], ...]
+
+    def _order(self) -> list[int]:
+        order = list(range(1 + len(self.wrong)))          # 0 is the right option
+        random.Random(f"{CHOICE_SEED}:{self.title}").shuffle(order)
+        return order
+
+    @property
+    def options(self) -> dict[str, str]:
+        """``{letter: option text}`` in the order the chapter shows them."""
+        texts = [self.right] + [text for text, _ in self.wrong]
+        return {chr(ord("a") + i): texts[k] for i, k in enumerate(self._order())}
+
+    @property
+    def answer(self) -> str:
+        return "abcdefgh"[self._order().index(0)]
+
+    @property
+    def reasons(self) -> dict[str, str]:
+        """``{letter: why it is wrong}`` for every wrong letter."""
+        return {chr(ord("a") + i): self.wrong[k - 1][1] for i, k in enumerate(self._order()) if k}
 
 
 EXERCISES: dict[str, ValueExercise | FunctionExercise | ChoiceExercise] = {}
@@ -211,21 +238,8 @@ def check(name: str, answer: Any, expected: Any = _KEYED, *, rtol: float = 1e-4,
     outside the chapters), ``name`` is free text and ``rtol``/``atol`` apply.
     """
     if expected is _KEYED:
-        ex = exercise(name, ValueExercise)
-        missing = set(ex.inputs) - set(inputs)
-        if missing or set(inputs) - set(ex.inputs):
-            raise TypeError(f"check({name!r}, ...) takes the inputs {list(ex.inputs)}, "
-                            f"got {sorted(inputs)}")
-        if answer is None or answer is Ellipsis:
-            return _finish(name, False, NO_ANSWER, strict)
-        want = _as_array(ex.expected(**inputs))
-        got = _try_array(answer)
-        if got is None:
-            return _finish(name, False, f"cannot read {type(answer).__name__} as numbers", strict)
-        if _close(got, want, ex.rtol, ex.atol):
-            return _finish(name, True, "", strict)
-        mistakes = [(m, _as_array(v)) for m, v in ex.mistakes(**inputs)]
-        return _finish(name, False, _diagnose(got, want, mistakes, ex.rtol, ex.atol), strict)
+        ok, message = judge_value(name, answer, **inputs)
+        return _finish(name, ok, message, strict)
     if inputs:
         raise TypeError(f"unexpected keyword arguments {sorted(inputs)}")
     if answer is None or answer is Ellipsis:
@@ -246,6 +260,28 @@ def _try_array(value: Any) -> np.ndarray | None:
         return None
 
 
+def judge_value(name: str, answer: Any, **inputs) -> tuple[bool, str]:
+    """``(right, diagnosis)`` of a value answer to the keyed exercise ``name``; prints nothing.
+
+    What :func:`check` prints, and what ``python -m ddpm_lib grade`` records.
+    """
+    ex = exercise(name, ValueExercise)
+    missing = set(ex.inputs) - set(inputs)
+    if missing or set(inputs) - set(ex.inputs):
+        raise TypeError(f"check({name!r}, ...) takes the inputs {list(ex.inputs)}, "
+                        f"got {sorted(inputs)}")
+    if answer is None or answer is Ellipsis:
+        return False, NO_ANSWER
+    want = _as_array(ex.expected(**inputs))
+    got = _try_array(answer)
+    if got is None:
+        return False, f"cannot read {type(answer).__name__} as numbers"
+    if _close(got, want, ex.rtol, ex.atol):
+        return True, ""
+    mistakes = [(m, _as_array(v)) for m, v in ex.mistakes(**inputs)]
+    return False, _diagnose(got, want, mistakes, ex.rtol, ex.atol)
+
+
 def check_function(name: str, function: Callable | None, *, strict: bool = False,
                    seed: int = 0) -> Verdict:
     """Call ``function`` on seeded random inputs and compare it with the library.
@@ -254,31 +290,60 @@ def check_function(name: str, function: Callable | None, *, strict: bool = False
     says what is wrong otherwise (an exception, the shape, a named mistake, a sign or a scale factor).
     Never raises unless ``strict=True``.
     """
-    ex = exercise(name, FunctionExercise)
     if function is None:
+        exercise(name, FunctionExercise)
         return _finish(name, False, NO_ANSWER, strict)
-    generator = torch.Generator().manual_seed(seed)
-    for args in ex.trials(generator):
+    ok, message = judge_function(name, function_results(name, function, seed=seed))
+    return _finish(name, ok, message, strict)
+
+
+def function_trials(name: str, seed: int = 0) -> list[tuple]:
+    """The seeded inputs that a function exercise's answer is called on (one tuple per trial)."""
+    return exercise(name, FunctionExercise).trials(torch.Generator().manual_seed(seed))
+
+
+def function_results(name: str, function: Callable, *, seed: int = 0) -> list[tuple[tuple, Any]]:
+    """``(args, result)`` for each trial, stopping at the first that is not numbers: a result of
+    ``None`` (or NotImplementedError) is None; an exception is its one-line explanation, a str."""
+    out = []
+    for args in function_trials(name, seed):
         try:
             result = function(*args)
         except NotImplementedError:
-            return _finish(name, False, NO_ANSWER, strict)
+            result = None
         except Exception as error:          # a student's bug: report it, never raise it
-            return _finish(name, False, _explain(error), strict)
+            result = _explain(error)
+        out.append((args, result))
+        if result is None or isinstance(result, str):
+            break
+    return out
+
+
+def judge_function(name: str, results: list[tuple[tuple, Any]]) -> tuple[bool, str]:
+    """``(right, diagnosis)`` of a function exercise from what the function returned on each trial.
+
+    ``results`` is :func:`function_results`' list (or the grader's: the same trials, called in a
+    student's kernel); each result is compared with the library's on the same arguments.
+    """
+    ex = exercise(name, FunctionExercise)
+    if not results:
+        return False, NO_ANSWER
+    for args, result in results:
         if result is None:
-            return _finish(name, False, NO_ANSWER, strict)
+            return False, NO_ANSWER
+        if isinstance(result, str):
+            return False, result
         got = _try_array(result)
         if got is None:
-            return _finish(name, False, f"it returned a {type(result).__name__}, "
-                                        f"not numbers ({ex.signature})", strict)
+            return False, f"it returned a {type(result).__name__}, not numbers ({ex.signature})"
         with torch.no_grad():
             want = _as_array(ex.reference(*args))
         if _close(got, want, ex.rtol, ex.atol):
             continue
         with torch.no_grad():
             mistakes = [(m, _as_array(wrong(*args))) for m, wrong in ex.mistakes]
-        return _finish(name, False, _diagnose(got, want, mistakes, ex.rtol, ex.atol), strict)
-    return _finish(name, True, "", strict)
+        return False, _diagnose(got, want, mistakes, ex.rtol, ex.atol)
+    return True, ""
 
 
 def _explain(error: Exception) -> str:
@@ -291,18 +356,26 @@ def _explain(error: Exception) -> str:
 
 def choose(name: str, answer: str | None, *, strict: bool = False) -> Verdict:
     """A multiple-choice answer: a letter. Prints right (and why) or not yet (and why not)."""
+    ok, message = judge_choice(name, answer)
+    if ok:
+        _say(True, _shown(name), "")
+        print(textwrap.fill(exercise(name).why, WIDTH, initial_indent="    ", subsequent_indent="    "))
+        return Verdict(name, True)
+    return _finish(name, False, message, strict)
+
+
+def judge_choice(name: str, answer: str | None) -> tuple[bool, str]:
+    """``(right, reason)`` of a multiple-choice answer; prints nothing."""
     ex = exercise(name, ChoiceExercise)
     if answer is None or answer is Ellipsis:
-        return _finish(name, False, "no answer yet (replace None with a letter)", strict)
+        return False, "no answer yet (replace None with a letter)"
     letter = str(answer).strip().lower().strip("()")
     letters = sorted({ex.answer, *ex.reasons})
     if letter not in letters:
-        return _finish(name, False, f"answer one of {', '.join(letters)}", strict)
+        return False, f"answer one of {', '.join(letters)}"
     if letter == ex.answer:
-        _say(True, _shown(name), "")
-        print(textwrap.fill(ex.why, WIDTH, initial_indent="    ", subsequent_indent="    "))
-        return Verdict(name, True)
-    return _finish(name, False, f"({letter}) {ex.reasons[letter]}", strict)
+        return True, ""
+    return False, f"({letter}) {ex.reasons[letter]}"
 
 
 # ---------------------------------------------------------------------------- shared pieces
@@ -425,13 +498,21 @@ _register("ex-forward-qsample", FunctionExercise(
     )))
 
 _register("ex-forward-why-cosine", ChoiceExercise(
-    "what the cosine schedule wins back", answer="c",
+    "what the cosine schedule wins back",
+    right=r"the late steps, which the linear schedule spends with $x_t$ already pure noise, so that they "
+          r"teach the network little",
     why="The linear schedule spends its last ~175 steps at abar < 1e-3, where x_t is noise for "
         "every digit; the cosine schedule reaches that point only near t = T.",
-    reasons={"a": "both schedules start with x_t close to x_0; the first steps are not the waste",
-             "b": "both end near pure noise (abar_T is about 4e-5 and 0): T is the same, and "
-                  "so is the end point",
-             "d": "it changes the betas only; q_sample's formula and its cost are the same"}))
+    wrong=((r"the early steps, which the linear schedule spends with $x_t$ almost equal to $x_0$, so that "
+            r"they teach the network little",
+            "both schedules start with x_t close to x_0 (beta_1 is tiny in each); the waste is at the end, "
+            "where abar < 1e-3"),
+           (r"the end point: the linear schedule's $\bar\alpha_T$ stays well above 0, so its $x_T$ still "
+            r"holds a trace of the digit",
+            "abar_T is about 4e-5 for the linear schedule: x_T is pure noise under both"),
+           (r"a cheaper forward process: its $\bar\alpha_t$ has a closed form, so `q_sample` needs no "
+            r"cumulative product",
+            "q_sample reads abar_t from a table computed once, under either schedule: the cost is the same"))))
 
 
 # ============================================================================ 2. the bound
@@ -519,14 +600,81 @@ _register("ex-elbo-posterior-mean", FunctionExercise(
          lambda s, x0, xt, t: _post_mean(s, x0, xt, t, swap=True)),
     )))
 
+def _v_trials(generator):
+    out = []
+    for _ in range(3):
+        s = _short_schedule(generator)
+        out.append((s, _images(generator), _steps(s, generator), _images(generator)))
+    return out
+
+
+def _x0_from_v(s, x_t, t, v, *, sign=-1.0, swap=False, sqrt=True, at=0):
+    abar = _col(s.alphas_cumprod[t + at])
+    a, b = (abar.sqrt(), (1 - abar).sqrt()) if sqrt else (abar, 1 - abar)
+    if swap:
+        a, b = b, a
+    return a * x_t + sign * b * v
+
+
+_register("ex-elbo-x0-from-v", FunctionExercise(
+    "x_0 from a v-prediction", "my_x0_from_v(schedule, x_t, t, v) -> x0 shaped like x_t",
+    trials=_v_trials, reference=lambda s, x_t, t, v: s.predict_x0_from_v(x_t, t, v),
+    mistakes=(
+        ("the sign: the eps terms cancel in sqrt(abar) x_t - sqrt(1 - abar) v",
+         lambda *a: _x0_from_v(*a, sign=1.0)),
+        ("the coefficients are swapped: x_t gets sqrt(abar), v gets sqrt(1 - abar)",
+         lambda *a: _x0_from_v(*a, swap=True)),
+        ("looks like a missing sqrt: the coefficients are sqrt(abar) and sqrt(1 - abar)",
+         lambda *a: _x0_from_v(*a, sqrt=False)),
+        ("that is eps from v, sqrt(1 - abar) x_t + sqrt(abar) v: the exercise asks for x_0",
+         lambda s, x_t, t, v: s.predict_eps_from_v(x_t, t, v)),
+        ("wrong index: that uses abar at t - 1; code index t is abar[t]",
+         lambda *a: _x0_from_v(*a, at=-1)),
+    )))
+
+def _tweedie(s, x_t, t, score, *, var_root=False, sign=1.0, divide=True, at=0):
+    abar = _col(s.alphas_cumprod[t + at])
+    var = (1 - abar).sqrt() if var_root else 1 - abar
+    x0 = x_t + sign * var * score
+    return x0 / abar.sqrt() if divide else x0
+
+
+def _tweedie_reference(s, x_t, t, score):
+    eps = -(1 - _col(s.alphas_cumprod[t])).sqrt() * score      # the score view: eps = -sqrt(1 - abar) score
+    return s.predict_x0_from_eps(x_t, t, eps)
+
+
+_register("ex-elbo-tweedie", FunctionExercise(
+    "Tweedie's formula: x_0 from the score", "my_tweedie_x0(schedule, x_t, t, score) -> x0 shaped like x_t",
+    trials=_v_trials, reference=_tweedie_reference,
+    mistakes=(
+        ("the score is scaled by the noise's variance 1 - abar, not by its standard deviation",
+         lambda *a: _tweedie(*a, var_root=True)),
+        ("the sign: the score points towards the data, so x_t + (1 - abar) score",
+         lambda *a: _tweedie(*a, sign=-1.0)),
+        ("that is sqrt(abar) x_0, the mean of x_t given x_0: divide by sqrt(abar)",
+         lambda *a: _tweedie(*a, divide=False)),
+        ("wrong index: that uses abar at t - 1; code index t is abar[t]",
+         lambda *a: _tweedie(*a, at=-1)),
+    )))
+
 _register("ex-elbo-why-eps", ChoiceExercise(
-    "why L_simple drops lambda_t", answer="b",
+    "why L_simple drops lambda_t",
+    right=r"$\lambda_t$ is largest at small $t$; setting it to 1 moves the effort to larger $t$, where the "
+          r"digit must be guessed",
     why="lambda_t is tens of times larger at small t; without it the loss spends its effort where "
         "the digit itself must be guessed, and Ho et al. found the samples better.",
-    reasons={"a": "lambda_t has a closed form in the schedule: this chapter computes it in a line",
-             "c": "the weighted sum is the bound; dropping the weights makes it no longer a bound "
-                  "on the likelihood",
-             "d": "lambda_t varies by orders of magnitude over t (the figure of the weights)"}))
+    wrong=((r"$\lambda_t$ depends on the reverse variance $\sigma_t^2$, which is learned, so it is not known "
+            r"until training ends",
+            "with sigma_t^2 fixed to beta_t or beta-tilde, lambda_t has a closed form in the schedule: this "
+            "chapter computes it in a line"),
+           (r"with every $\lambda_t = 1$ the sum is the exact negative log-likelihood, which is tighter than "
+            r"the weighted bound",
+            "the weighted sum is the bound; dropping the weights makes it no longer a bound on the "
+            "likelihood"),
+           (r"with $\sigma_t^2 = \tilde\beta_t$ the $\lambda_t$ are nearly equal over $t$, so setting them "
+            r"to 1 changes little",
+            "lambda_t varies by orders of magnitude over t (the figure of the weights)"))))
 
 
 # ============================================================================ 3. the network
@@ -534,20 +682,22 @@ def _n_params(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _resblock_params(C: int = 128, D: int = 256) -> int:
+def _resblock_params(C: int = 96, D: int = 384) -> int:
     from .unet import ResBlock
     return _n_params(ResBlock(C, D, dropout=0.0, groups=32))
 
 
 _register("ex-unet-resblock-params", ValueExercise(
-    "parameters of a ResBlock with C = 128, D = 256",
+    "parameters of a ResBlock with C = 96, D = 384",
     expected=lambda: _resblock_params(),
     mistakes=lambda: [
         ("forgot the GroupNorms: each has a scale and a shift per channel (4C in all)",
-         _resblock_params() - 4 * 128),
+         _resblock_params() - 4 * 96),
         ("forgot the biases: each conv and the projection have C of them",
-         _resblock_params() - 3 * 128),
-        ("a ResBlock has two 3x3 convolutions, not one", _resblock_params() - 9 * 128 ** 2 - 128)],
+         _resblock_params() - 3 * 96),
+        ("a ResBlock has two 3x3 convolutions, not one", _resblock_params() - 9 * 96 ** 2 - 96),
+        ("that is the tutorial preset's 16x16 block (C = 128, D = 256): this one has C = 96, D = 384",
+         _resblock_params(128, 256))],
     rtol=0, atol=0))
 
 
@@ -640,13 +790,21 @@ _register("ex-unet-embedding", FunctionExercise(
     ), rtol=1e-4, atol=1e-3))
 
 _register("ex-unet-why-skips", ChoiceExercise(
-    "why the decoder concatenates the skips", answer="a",
+    "why the decoder concatenates the skips",
+    right=r"the bottom level sees a few pixels; the skips bring each resolution's detail back, so "
+          r"$\epsilon$ fits pixel by pixel",
     why="The bottom level sees the image in a few pixels; the skips carry each resolution's detail "
         "across, so eps can be right pixel by pixel.",
-    reasons={"b": "the skips add parameters and FLOPs (the decoder is wider), they do not save them",
-             "c": "t enters through the time embedding in every ResBlock, not through the skips",
-             "d": "the output has the input's shape because of the decoder's upsampling and the "
-                  "head, with or without skips"}))
+    wrong=((r"they let the decoder reuse what the encoder computed at each level, so the decoder needs "
+            r"fewer parameters and FLOPs",
+            "the skips add parameters and FLOPs (the decoder is wider), they do not save them"),
+           (r"they carry the time embedding to the decoder, which would otherwise not know how much noise "
+            r"$x_t$ holds",
+            "t enters through the time embedding in every ResBlock, not through the skips"),
+           (r"they set the decoder's output size: without them the upsampling could not return to the "
+            r"input's $32 \times 32$",
+            "the output has the input's shape because of the decoder's upsampling and the head, with or "
+            "without skips"))))
 
 
 # ============================================================================ 4. training
@@ -753,14 +911,22 @@ _register("ex-training-loss", FunctionExercise(
 
 
 _register("ex-training-why-ema", ChoiceExercise(
-    "why sample with the EMA of the weights", answer="a",
+    "why sample with the EMA of the weights",
+    right=r"one minibatch's gradient is noisy, so the raw weights jitter around a good solution; their "
+          r"average is closer to it",
     why="Each step follows one minibatch's noisy gradient, so the raw weights jitter around a good "
         "solution; their average over the last ~1/(1 - d) steps sits closer to it.",
-    reasons={"b": "the gradient is computed at the raw weights; the EMA never enters the loss",
-             "c": "the optimiser never sees the EMA: the raw weights come out the same with or "
-                  "without it, so it cannot speed training up",
-             "d": "once training stops the raw weights do not change either; the question is which "
-                  "of the two sets denoises better"}))
+    wrong=((r"the gradient is computed at the EMA weights, so the EMA is the set of weights that the loss "
+            r"has actually trained",
+            "the gradient is computed at the raw weights; the EMA never enters the loss"),
+           (r"the EMA damps each optimiser step, which allows a larger learning rate and so makes training "
+            r"converge in fewer steps",
+            "the optimiser never sees the EMA: the raw weights come out the same with or without it, so it "
+            "cannot speed training up"),
+           (r"the raw weights keep changing while the model samples; the EMA is a frozen copy saved when "
+            r"training stopped",
+            "once training stops the raw weights do not change either; the question is which of the two "
+            "sets denoises better"))))
 
 
 # ============================================================================ 5. sampling
@@ -872,12 +1038,20 @@ _register("ex-sampling-step", FunctionExercise(
     )))
 
 _register("ex-sampling-why-noise", ChoiceExercise(
-    "why each step adds fresh noise", answer="c",
+    "why each step adds fresh noise",
+    right=r"$p_\theta(x_{t-1} \mid x_t)$ is a Gaussian, not a point: its mean averages many digits, and a "
+          r"chain of means is blurry",
     why="p(x_{t-1} | x_t) is a Gaussian with variance sigma_t^2: its mean alone is an average of "
         "many digits, and a chain of means drifts to blurry, too-smooth images.",
-    reasons={"a": "without the noise the step is deterministic, reproducible with no seed at all",
-             "b": "the noise is there in every step, not only the last one (which adds none)",
-             "d": "sigma_t z does not cancel the network's error; it samples the step's spread"}))
+    wrong=((r"the noise makes the samples depend on the seed, so that one model and one seed always give "
+            r"the same set of images",
+            "without the noise the step is deterministic, reproducible with no seed at all"),
+           (r"the noise dithers the pixel values, which hides the 8-bit rounding of the digits the network "
+            r"was trained on",
+            "the noise is there in every step, not only the last one (which adds none): it is not dither"),
+           (r"the noise cancels the error of the network's $\epsilon$ prediction, which would otherwise "
+            r"build up over the steps",
+            "sigma_t z does not cancel the network's error; it samples the step's spread"))))
 
 
 # ============================================================================ 6. DDIM
@@ -990,13 +1164,20 @@ _register("ex-ddim-step", FunctionExercise(
     )))
 
 _register("ex-ddim-why-no-retraining", ChoiceExercise(
-    "why DDIM needs no new training", answer="b",
+    "why DDIM needs no new training",
+    right=r"the DDPM loss involves only the marginals $q(x_t \mid x_0)$, and DDIM's process keeps every one "
+          r"of them",
     why="L_simple involves only the marginals q(x_t | x_0), and DDIM's family keeps every one of "
         "them: the same eps-predictor is optimal for it.",
-    reasons={"a": "the network still predicts the noise; DDIM turns it into x0_pred by a formula, "
-                  "as DDPM does",
-             "c": "eta = 1 adds noise and uses the same network: determinism is not the reason",
-             "d": "DDIM's steps are not DDPM's: they skip timesteps and have no noise at eta = 0"}))
+    wrong=((r"DDIM's network predicts $x_0$ instead of the noise, and an $x_0$-predictor can be read off "
+            r"any $\epsilon$-predictor",
+            "the network still predicts the noise; DDIM turns it into x0_pred by a formula, as DDPM does"),
+           (r"DDIM is deterministic at $\eta = 0$, and a sampler without noise has no variance that would "
+            r"need to be learned",
+            "eta = 1 adds noise and uses the same network: determinism is not the reason"),
+           (r"DDIM takes the same steps as DDPM's ancestral sampler, only with the noise term "
+            r"$\sigma_t z$ set to zero",
+            "DDIM's steps are not DDPM's: they skip timesteps, and its update is not DDPM's mean"))))
 
 
 # ============================================================================ 7. guidance
@@ -1054,11 +1235,19 @@ _register("ex-cond-convention", ValueExercise(
 
 
 _register("ex-cond-why-dropout", ChoiceExercise(
-    "why drop labels in training", answer="a",
+    "why drop labels in training",
+    right=r"guidance needs $\epsilon_\theta(x_t, t)$ without a label beside the labelled one; dropout "
+          r"trains one network for both",
     why="Guidance needs eps without a label beside eps with one; label dropout trains the same "
         "network to give both, so no second model is needed.",
-    reasons={"b": "that is not its purpose: with label_dropout = 0 the network never learns the "
-                  "\"no label\" row, and guidance has no eps_uncond to subtract",
-             "c": "dropping is random: right and wrong labels are dropped alike",
-             "d": "every image costs the same forward pass; a label only adds one vector to the "
-                  "time embedding"}))
+    wrong=((r"it regularises the label embedding, so that the network does not overfit the ten classes of "
+            r"the training set",
+            "that is not its purpose: with label_dropout = 0 the network never learns the 'no label' "
+            "row, and guidance has no eps_uncond to subtract"),
+           (r"some training labels are wrong, and dropping one in ten at random limits how much a wrong "
+            r"label can teach",
+            "dropping is random: right and wrong labels are dropped alike"),
+           (r"an image without a label skips the class embedding, which makes one training step in ten "
+            r"cheaper to compute",
+            "every image costs the same forward pass; a label only adds one vector to the time "
+            "embedding"))))

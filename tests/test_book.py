@@ -200,3 +200,89 @@ def test_every_chapter_has_a_code_writing_exercise_and_three_ask_why():
     used |= {c.args[0].value for nb in WITH_EXERCISES for _, _, cell in exercise_code_cells(nb)
              for c in check_calls(cell)}
     assert used == set(EXERCISES), f"registered but used by no page: {set(EXERCISES) - used}"
+
+
+@pytest.mark.parametrize("nb", CHAPTERS, ids=lambda p: p.stem)
+def test_multiple_choice_options_are_the_registrys_in_its_shuffled_order(nb):
+    """The markdown lists ddpm_lib.exercises' options under their letters, so a question and its key
+    cannot drift apart (scripts that change the options rewrite both)."""
+    from ddpm_lib.exercises import EXERCISES, ChoiceExercise
+
+    for cell in cells(nb):
+        text = source(cell)
+        for label in re.findall(r"```\{exercise-start\}\s*\n:label: (\S+)", text):
+            ex = EXERCISES.get(label)
+            if isinstance(ex, ChoiceExercise):
+                shown = dict(re.findall(r"^- \((\w)\) (.+?)[;.]$", text, re.M))
+                assert shown == ex.options, f"{nb.name} {label}: the options differ from the registry's"
+
+
+def solution_markdown(nb_path):
+    """(cell index, cell, text) of each markdown cell inside a solution, the directives' lines removed."""
+    region, out = None, []
+    for i, cell in enumerate(cells(nb_path)):
+        text = source(cell)
+        if cell["cell_type"] == "markdown":
+            inside = re.sub(r"```\{solution-start\}[^\n]*\n:class: dropdown\n```", "", text) \
+                if "{solution-start}" in text else text.split("```{solution-end}")[0]
+            if (region == "solution" or "{solution-start}" in text) and inside.strip():
+                out.append((i, cell, inside))
+            for marker, now in (("{solution-end}", None), ("{exercise-start}", None),
+                                ("{exercise-end}", "exercise"), ("{solution-start}", "solution")):
+                if marker in text:
+                    region = now
+    return out
+
+
+def answer_texts(label):
+    """How a solution could state the keyed answer of ``label`` outright: its numbers as printed."""
+    import numpy as np
+
+    from ddpm_lib.exercises import ChoiceExercise, ValueExercise, exercise, expected_value
+
+    ex = exercise(label)
+    if isinstance(ex, ChoiceExercise):
+        return {f"({ex.answer})"}
+    if not isinstance(ex, ValueExercise) or ex.inputs:
+        return set()
+    value = expected_value(label)
+    values = np.asarray(value.numpy() if hasattr(value, "numpy") else value, dtype=float).ravel()
+    out = {str(tuple(int(v) for v in values))} if all(float(v).is_integer() for v in values) else set()
+    for v in values:
+        if float(v).is_integer() and abs(v) >= 1000:                 # smaller ones are sizes, steps, t = 500
+            n = int(v)
+            out |= {str(n), f"{n:,}", f"{n:,}".replace(",", "{,}")}
+        elif not float(v).is_integer():
+            out |= {f"{v:.3f}", f"{v:.3g}"}
+    return {text for text in out if len(text) >= 4}             # "0.6" is in many sentences
+
+
+@pytest.mark.parametrize("nb", WITH_EXERCISES, ids=lambda p: p.stem)
+def test_solution_text_is_hidden_and_states_no_answer(nb):
+    """A solution's markdown sits in cells of its own, folded in Jupyter (jupyter.source_hidden), and,
+    for Colab, which cannot fold markdown, it explains the method without stating the keyed answer."""
+    markdown = "\n".join(source(c) for c in cells(nb) if c["cell_type"] == "markdown")
+    labels = re.findall(r"```\{exercise-start\}\s*\n:label: (\S+)", markdown)
+    found = solution_markdown(nb)
+    for i, cell, _ in found:
+        assert cell["metadata"].get("jupyter", {}).get("source_hidden") is True, f"cell {i}: not hidden in Jupyter"
+        assert "{exercise-start}" not in source(cell) and "{solution-start}" not in source(cell), \
+            f"cell {i}: the solution's text shares a cell with a directive (split it)"
+    if nb in CHAPTERS:
+        text = "\n".join(t for _, _, t in found)
+        for label in labels:
+            for answer in answer_texts(label):
+                assert answer not in text, f"{nb.name}: a solution states the answer of {label} ({answer})"
+
+
+def test_the_exercise_index_is_generated_from_the_registry():
+    """book/exercises.md lists every exercise; scripts/exercise_index.py rewrites it (never by hand)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "exercise_index.py"), "--check"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    from ddpm_lib.exercises import EXERCISES
+    page = (ROOT / "book" / "exercises.md").read_text()
+    assert all(f"`{label}`" in page for label in EXERCISES)

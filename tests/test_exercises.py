@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from collections import defaultdict
 
 import numpy as np
@@ -46,7 +47,7 @@ INDEPENDENT = {
     "ex-elbo-posterior-variance": lambda: _tilde(9),
     "ex-elbo-lambda": lambda: [BETAS[i] / (2 * (1 - BETAS[i]) * (1 - ABAR[i - 1])) for i in (1, 999)],
     "ex-elbo-kl": lambda: 0.5 * (math.log(4) + 0.25),
-    "ex-unet-resblock-params": lambda: 18 * 128 ** 2 + 256 * 128 + 7 * 128,
+    "ex-unet-resblock-params": lambda: 18 * 96 ** 2 + 384 * 96 + 7 * 96,
     "ex-unet-shape": lambda: (4, (64 // 2 + 32) // 2 + 16, 32, 32),       # C_below / 2 + C_skip, twice
     "ex-unet-attention-flops": lambda: [4 * 256 ** 2 * 384, 16],
     "ex-training-epochs": lambda: 40_000 * 64 / 9000,
@@ -245,7 +246,22 @@ def _ddim(s, x_t, t, tp, eps, prev=True):
     return abp.sqrt() * x0 + (1 - abp).sqrt() * eps
 
 
+def _x0_v(s, x_t, t, v):
+    abar = s.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    return abar.sqrt() * x_t - (1 - abar).sqrt() * v
+
+
+def _tweedie_x0(s, x_t, t, score):
+    abar = s.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    return (x_t + (1 - abar) * score) / abar.sqrt()
+
+
 FUNCTIONS = {
+    "ex-elbo-tweedie": (_tweedie_x0, [(lambda s, x, t, g: _tweedie_x0(s, x, t, -g), "the sign"),
+                                      (lambda s, x, t, g: _tweedie_x0(s, x, t, g) * s.alphas_cumprod[t].reshape(
+                                          -1, 1, 1, 1).sqrt(), "divide by sqrt(abar)")]),
+    "ex-elbo-x0-from-v": (_x0_v, [(lambda s, x, t, v: _x0_v(s, x, t, -v), "the sign"),
+                                  (lambda s, x, t, v: s.predict_eps_from_v(x, t, v), "eps from v")]),
     "ex-forward-qsample": (q_sample_right, [(q_sample_no_sqrt, "missing sqrt")]),
     "ex-elbo-posterior-mean": (_post, [(lambda *a: _post(*a, prev=0), "alphas_cumprod[t - 1]")]),
     "ex-unet-embedding": (_emb, [(lambda t, d: _emb(t, d, (1, 0)), "cosines come first")]),
@@ -274,15 +290,46 @@ def test_every_function_exercise_is_tested():
 
 # ---------------------------------------------------------------- multiple choice
 def test_choose_right_wrong_and_no_answer(capsys):
-    assert choose("ex-elbo-why-eps", "b")
+    ex = EXERCISES["ex-elbo-why-eps"]
+    assert choose("ex-elbo-why-eps", ex.answer)
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "[right] why L_simple drops lambda_t (ex-elbo-why-eps)" and out[1].startswith("    ")
-    wrong = choose("ex-elbo-why-eps", "(C)")
-    assert not wrong and wrong.message.startswith("(c) ") and "bound" in wrong.message
+    letter = next(k for k, text in ex.options.items() if "log-likelihood" in text)
+    wrong = choose("ex-elbo-why-eps", f"({letter.upper()})")
+    assert not wrong and wrong.message.startswith(f"({letter}) ") and "bound" in wrong.message
     assert choose("ex-elbo-why-eps", None).message == "no answer yet (replace None with a letter)"
     assert choose("ex-elbo-why-eps", "z").message == "answer one of a, b, c, d"
     with pytest.raises(ExerciseFailed):
-        choose("ex-elbo-why-eps", "a", strict=True)
+        choose("ex-elbo-why-eps", next(iter(ex.reasons)), strict=True)
+
+
+CHOICES = {k: e for k, e in EXERCISES.items() if isinstance(e, ChoiceExercise)}
+
+
+def visible_length(text: str) -> int:
+    """Characters a reader sees: a LaTeX command counts as one, $ ` { } as none."""
+    return len(re.sub(r"[$`{}]", "", re.sub(r"\\[a-zA-Z]+", "x", text)))
+
+
+def test_the_right_answer_cannot_be_guessed_by_its_length():
+    """At most a third of the questions have the right option as the longest, and no option is more
+    than 1.3 times as long as the shortest of its question."""
+    longest = []
+    for label, ex in CHOICES.items():
+        lengths = {k: visible_length(t) for k, t in ex.options.items()}
+        assert max(lengths.values()) <= 1.3 * min(lengths.values()), (label, lengths)
+        if lengths[ex.answer] >= max(lengths.values()):
+            longest.append(label)
+    assert len(longest) <= len(CHOICES) / 3, longest
+
+
+def test_letters_are_shuffled_from_a_fixed_seed():
+    answers = [ex.answer for ex in CHOICES.values()]
+    assert len(set(answers)) >= 3, answers                     # not always the same letter
+    for ex in CHOICES.values():                                  # the same order every time it is asked
+        assert ex.options == ex.options and sorted(ex.options) == ["a", "b", "c", "d"]
+        assert sorted([ex.options[ex.answer], *(ex.options[k] for k in ex.reasons)]) == \
+            sorted([ex.right, *(text for text, _ in ex.wrong)])
 
 
 @pytest.mark.parametrize("label", sorted(k for k, e in EXERCISES.items() if isinstance(e, ChoiceExercise)))
