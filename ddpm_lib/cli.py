@@ -105,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .config import setting_help
     from .unet import PRESETS
 
+    from . import __version__
+
     parser = Parser(prog="python -m ddpm_lib", description="Train, sample and measure DDPM models.")
+    parser.add_argument("--version", action="version", version=f"ddpm_lib {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="{train,sample,bench,metrics}", parser_class=Parser)
 
