@@ -24,7 +24,7 @@ PORTABLE := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default
 TORCH_INDEX ?=
 TORCH_REQS := $(shell grep -E '^torch(vision)?[<>=]' requirements.txt)
 
-.PHONY: setup browser-deps test lint unit nbval book book-check test-book browser-test bench clean test-gpu
+.PHONY: setup browser-deps test lint unit nbval book book-check test-book browser-test bench clean test-gpu test-reader
 
 setup: $(STAMP)
 
@@ -83,6 +83,12 @@ test-gpu: setup
 	@$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'test-gpu needs a CUDA GPU')"
 	$(PY) -m pytest tests -m cuda -q
 	DDPM_PROFILE=cuda $(PY) -m pytest --nbval-lax notebooks -q -p no:cacheprovider
+
+# The reader's path: the wheel installed with its `reader` extra into a fresh Python 3.12 venv outside this
+# checkout, `ddpm --version`, `train --config NAME`, and chapters executed from copies there
+# (scripts/test_reader.sh; CHAPTERS="01_forward_process ..." picks them). Not part of `make test`.
+test-reader:
+	TORCH_INDEX=$(TORCH_INDEX) bash scripts/test_reader.sh
 
 bench: setup
 	$(PY) -m ddpm_lib bench --device cpu --quick

@@ -3,6 +3,7 @@ setuptools deprecation warning, and asks for only the package's needs (a reader'
 `reader`, never the book's toolchain)."""
 
 import importlib
+import importlib.metadata
 import json
 import pkgutil
 import re
@@ -30,7 +31,9 @@ def built(tmp_path_factory):
     source = tmp_path_factory.mktemp("source") / "ddpm-book"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "_build", "runs", "data",
                                                                 "*.egg-info", "__pycache__", ".pytest_cache"))
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+    # this environment's setuptools when it can build pyproject's SPDX license (77), else pip's isolated build
+    isolation = [] if int(importlib.metadata.version("setuptools").split(".")[0]) < 77 else ["--no-build-isolation"]
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", *isolation,
                              "-w", str(out), "-v"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     (wheel,) = out.glob("ddpm_lib-*.whl")
