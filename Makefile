@@ -17,13 +17,20 @@ export PYTHONHASHSEED := 0
 # arithmetic are exercised. `make test` runs each chapter once: its executed build (allow_errors: false,
 # warnings as errors) fails on any failing cell as nbval would, and gives the pages the browser checks.
 PORTABLE := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default
+# TORCH_INDEX: the package index torch and torchvision come from (book/setup.md). Empty (the default): pip's
+# default index, whose Linux torch is a CUDA build (~3 GB to download with its libraries). A CPU-only
+# machine saves most of that with `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu`; a given CUDA
+# version with e.g. .../whl/cu126. The versions are requirements.txt's ranges.
+TORCH_INDEX ?=
+TORCH_REQS := $(shell grep -E '^torch(vision)?[<>=]' requirements.txt)
 
-.PHONY: setup browser-deps test lint unit nbval book book-check test-book browser-test bench clean test-gpu student answer-key
+.PHONY: setup browser-deps test lint unit nbval book book-check test-book browser-test bench clean test-gpu student answer-key test-reader
 
 setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet --index-url $(TORCH_INDEX) $(foreach r,$(TORCH_REQS),"$(r)"))
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . || $(PY) -m pip install --quiet --no-deps -e .
 	@touch $@
@@ -86,6 +93,12 @@ student: setup
 # The teacher's answer key, apart from the book and the student edition: _build/answer-key/answer-key.md.
 answer-key: setup
 	$(PY) scripts/answer_key.py
+
+# The reader's path: the wheel installed with its `reader` extra into a fresh Python 3.12 venv outside this
+# checkout, `ddpm --version`, `train --config NAME`, and chapters executed from copies there
+# (scripts/test_reader.sh; CHAPTERS="01_forward_process ..." picks them). Not part of `make test`.
+test-reader:
+	TORCH_INDEX=$(TORCH_INDEX) bash scripts/test_reader.sh
 
 bench: setup
 	$(PY) -m ddpm_lib bench --device cpu --quick

@@ -14,6 +14,7 @@ from .stopping import TrainingInterrupted
 from .training import Trainer, TrainingDiverged
 from .unet import PRESETS, UNet
 
+# The one place the version is written (pyproject.toml reads it; `ddpm --version` prints it).
 __version__ = "0.1.0"
 __all__ = [
     "CheckpointError",

@@ -19,12 +19,12 @@ from typing import Any
 import torch
 
 from .files import remove_stale_temporaries, temporary_name, write_failure
+from .package_files import ASSETS
 from .schedule import NoiseSchedule
 from .unet import UNet
 
 FORMAT = "ddpm_lib-checkpoint"
 VERSION = 1
-ASSETS = Path(__file__).resolve().parent / "assets"
 # The models that ship with the package, by the name ``--checkpoint`` (and load_checkpoint) accepts.
 SHIPPED_MODELS = {"mnist": ASSETS / "mnist_small.pt", "mnist-conditional": ASSETS / "mnist_conditional.pt",
                   "fashion-conditional": ASSETS / "fashion_conditional.pt"}

@@ -103,15 +103,21 @@ def _train_flags() -> dict[str, dict]:
 
 def build_parser() -> argparse.ArgumentParser:
     from .config import setting_help
+    from .package_files import config_names
     from .unet import PRESETS
 
+    from . import __version__
+
     parser = Parser(prog="python -m ddpm_lib", description="Train, sample and measure DDPM models.")
+    parser.add_argument("--version", action="version", version=f"ddpm_lib {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="{train,sample,bench,metrics,grade}", parser_class=Parser)
 
     train = sub.add_parser("train", help="train a model (see RunConfig for every setting)",
                            description="Train a DDPM. Flags override the values of --config.")
-    train.add_argument("--config", type=Path, help="YAML file of RunConfig settings, e.g. configs/mnist_small.yml")
+    train.add_argument("--config", metavar="FILE_OR_NAME",
+                       help="YAML file of RunConfig settings, or a shipped config's name ("
+                            + ", ".join(config_names()) + ")")
     for name, kwargs in _train_flags().items():
         train.add_argument("--" + name.replace("_", "-"), dest=name, help=setting_help(name), **kwargs)
     train.add_argument("--resume", nargs="?", const="auto", metavar="CHECKPOINT",
@@ -186,8 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings_given(args: argparse.Namespace) -> dict:
     """The settings this command line asks for: the --config file's, then the flags given."""
     from .config import read_yaml_settings
+    from .package_files import resolve_config
 
-    given = read_yaml_settings(args.config) if args.config else {}
+    given = read_yaml_settings(resolve_config(args.config)) if args.config else {}
     given.update({key: getattr(args, key) for key in _train_flags() if getattr(args, key) is not None})
     return given
 

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+from .package_files import ASSETS
+
 MNIST_SAMPLE = ASSETS / "mnist_sample.npz"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DATASETS = ("mnist-sample", "mnist", "fashion-mnist", "cifar10")

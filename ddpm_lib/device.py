@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -26,6 +27,32 @@ def resolve_device(name: str | torch.device) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
     return device
+
+
+# Signs that this machine has an NVIDIA GPU and its driver, whether or not CUDA works: without them a CPU
+# is simply what there is, and nothing needs saying.
+NVIDIA_DRIVER_FILES = (Path("/proc/driver/nvidia/version"), Path("/dev/nvidiactl"), Path("/dev/nvidia0"))
+
+
+def cuda_failure() -> str | None:
+    """Why CUDA is unusable on a machine that looks as if it has an NVIDIA GPU, in one line; None when CUDA
+    works, or when there is no sign of a GPU here (no driver files and CUDA_VISIBLE_DEVICES not set)."""
+    if torch.cuda.is_available():
+        return None
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    has_driver = any(p.exists() for p in NVIDIA_DRIVER_FILES)
+    if not has_driver and hidden is None:
+        return None
+    if torch.version.cuda is None:
+        return f"this torch ({torch.__version__}) is a CPU-only build; install a CUDA build (book/setup.md)"
+    if hidden is not None and hidden.strip() in ("", "-1"):
+        return f"CUDA_VISIBLE_DEVICES={hidden!r} hides every GPU"
+    try:
+        torch.cuda.init()
+    except Exception as err:                                               # the reason torch found
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"torch {torch.__version__} (CUDA {torch.version.cuda}) cannot use the GPU: {first}"
+    return f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no usable GPU"
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -11,6 +11,7 @@ from PIL import Image
 from torch import Tensor
 
 from .data import to_uint8
+from .frontend import enable_colab_widgets
 
 
 def make_grid(images: Tensor, nrow: int | None = None, pad: int = 2, upscale: int = 1) -> np.ndarray:
@@ -72,7 +73,8 @@ BOOK_RC = {
 
 
 def book_style(retina: bool = True) -> None:
-    """Set the book's figure style; in a Jupyter kernel, also make sure figures are shown inline.
+    """Set the book's figure style; in a Jupyter kernel, also make sure figures are shown inline, and in
+    Colab that ipywidgets 8 (the sliders, the progress bars) can show.
 
     A kernel started with ``MPLBACKEND=Agg`` in its environment (common on servers and in CI) would
     otherwise draw every ``plt.show()`` nowhere. ``retina`` renders figures at twice the pixels for
@@ -80,6 +82,7 @@ def book_style(retina: bool = True) -> None:
     """
     import matplotlib
 
+    enable_colab_widgets()                                # sliders and progress bars in Colab (frontend.py)
     shell = _kernel_shell()
     if shell is not None:
         if matplotlib.get_backend().lower() in ("agg", "pdf", "svg", "ps", "cairo", "template"):

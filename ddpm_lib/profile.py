@@ -10,9 +10,12 @@ that (the full-size model of chapter 4) are command-line runs, not notebook cell
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
+
+from .device import cuda_failure
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ def book_profile(name: str | None = None) -> BookProfile:
     name = (name or os.environ.get("DDPM_PROFILE", "auto")).lower()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+        failure = cuda_failure() if name == "cpu" else None
+        if failure:                                        # a GPU seems to be here: say why it is not used
+            print(f"DDPM_PROFILE=auto chose the CPU profile: {failure}", file=sys.stderr)
     if name not in PROFILES:
         raise ValueError(f"DDPM_PROFILE must be auto, cpu or cuda, got {name!r}")
     if name == "cuda" and not torch.cuda.is_available():

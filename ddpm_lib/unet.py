@@ -124,7 +124,7 @@ class Level(nn.Module):
 # pass of 256 images takes about a quarter of a second on a 2-core CPU (see `python -m ddpm_lib bench`).
 # "small" (1.2M parameters) widens the lower levels to 32, 64, 128 channels, where convolutions are
 # cheap: about 0.4 s per forward pass of 256 images and 0.23 s per training step of 64 on the same CPU.
-# It is the network of the MNIST checkpoint that ships with the book (configs/mnist_small.yml).
+# It is the network of the MNIST checkpoint that ships with the book (ddpm_lib/configs/mnist_small.yml).
 PRESETS: dict[str, dict] = {
     "tiny": dict(base_channels=32, channel_mult=(1, 1, 2), num_res_blocks=1, attention_resolutions=(8,),
                  num_heads=4, dropout=0.0, num_groups=8),

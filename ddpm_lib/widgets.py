@@ -15,7 +15,8 @@ stored with 16 grey levels (4-bit palette PNGs, about half the bytes of 8-bit on
 on a noised digit), and the viewer's frames share one ``Layout`` (and its labels one style), so the page
 holds one layout model per viewer instead of one per frame.
 
-Needs ``ipywidgets`` (the ``book`` extra).
+Needs ``ipywidgets`` 8 (the ``reader`` extra); in Colab, its custom widget manager, which ``_widgets()``
+turns on (``frontend.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .frontend import enable_colab_widgets
 from .images import make_grid
 from .sampling import Trajectory, ddpm_sample
 from .schedule import VARIANCES, NoiseSchedule
@@ -41,7 +43,8 @@ def _widgets():
     try:
         import ipywidgets
     except ImportError as err:                                             # pragma: no cover - import guard
-        raise ImportError("the slider viewers need ipywidgets: pip install 'ddpm_lib[book]'") from err
+        raise ImportError("the slider viewers need ipywidgets 8: pip install 'ddpm_lib[reader]'") from err
+    enable_colab_widgets()
     return ipywidgets
 
 

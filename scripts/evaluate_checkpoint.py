@@ -161,7 +161,7 @@ def main() -> None:
     print(f"bits/dim {bpd['bpd'].mean():.4f} +- {bpd['bpd'].std() / len(x0) ** 0.5:.4f} ({bpd_s:.0f} s)")
 
     card = {
-        **card_provenance("mnist_small", "python -m ddpm_lib train --config configs/mnist_small.yml", ckpt, model,
+        **card_provenance("mnist_small", "python -m ddpm_lib train --config mnist_small", ckpt, model,
                           args.note, log),
         "sampler_default": {"sampler": default_sampler, "steps_on_cpu": default_steps, "variance": default_noise,
                             "images": n,

@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, nargs="+", default=GUIDANCE, help="weights to sweep")
     parser.add_argument("--note", default=None, help="how the run was carried out, for the card")
     parser.add_argument("--command", default=None,
-                        help="the command(s) that trained it, for the card (default: train --config configs/NAME.yml)")
+                        help="the command(s) that trained it, for the card (default: train --config NAME)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test: 40 images, 1 seed, 5 steps, nothing shipped")
     args = parser.parse_args()
@@ -110,7 +110,7 @@ def main() -> None:
     training = (None if args.quick
                 else downsample_log(args.checkpoint.parent / "log.csv", ASSETS / f"{args.name}_log.csv"))
     card = {
-        **card_provenance(args.name, args.command or f"python -m ddpm_lib train --config configs/{args.name}.yml",
+        **card_provenance(args.name, args.command or f"python -m ddpm_lib train --config {args.name}",
                           ckpt, model, args.note, training),
         "sampler": {"name": "ddim", "eta": 0.0, "steps": args.steps, "images": args.n, "seeds": args.seeds},
         "guidance_sweep": sweep,

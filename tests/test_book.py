@@ -52,13 +52,13 @@ def _sync_script():
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_colab_cell_installs_from_the_configured_repository(nb):
-    """The URL is set once, in _config.yml; scripts/sync_colab_cell.py writes every install cell from it."""
+    """The URL and release are set once, in _config.yml; scripts/sync_colab_cell.py writes every install cell
+    from them (tests/test_reader_install.py runs the cell)."""
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     first = cells(nb)[0]
     assert first["cell_type"] == "code" and "remove-cell" in first.get("metadata", {}).get("tags", [])
     text = source(first)
-    assert '"google.colab" in sys.modules' in text
-    assert f"git+{config['repository']['url']}" in text
+    assert f"git+{config['repository']['url']}@{config['repository']['release']}" in text
     assert text == _sync_script().colab_cell_source(config), \
         f"{nb.name}'s install cell differs from _config.yml: run python scripts/sync_colab_cell.py"
 

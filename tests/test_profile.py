@@ -30,3 +30,42 @@ def test_bad_or_unavailable_profiles_are_refused(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             book_profile("cuda")
+
+
+@pytest.fixture
+def broken_cuda(monkeypatch, tmp_path):
+    """A machine with an NVIDIA driver's files where a CUDA build of torch cannot start CUDA."""
+    from ddpm_lib import device
+
+    driver = tmp_path / "version"
+    driver.write_text("NVRM version: 550.54")
+    monkeypatch.setattr(device, "NVIDIA_DRIVER_FILES", (driver,))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("DDPM_PROFILE", raising=False)
+
+    def init():
+        raise RuntimeError("The NVIDIA driver on your system is too old (found version 11040).\nPlease update.")
+    monkeypatch.setattr(torch.cuda, "init", init)
+    return device
+
+
+def test_a_cuda_failure_says_why_the_profile_fell_back_to_the_cpu(broken_cuda, capsys):
+    assert book_profile().name == "cpu"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["DDPM_PROFILE=auto chose the CPU profile: torch " + torch.__version__ + " (CUDA 12.4) cannot "
+                   "use the GPU: The NVIDIA driver on your system is too old (found version 11040)."]
+
+
+def test_hidden_gpus_and_cpu_builds_are_named(broken_cuda, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert "CUDA_VISIBLE_DEVICES='' hides every GPU" in broken_cuda.cuda_failure()
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert "is a CPU-only build" in broken_cuda.cuda_failure()
+
+
+def test_without_a_gpu_the_cpu_profile_is_chosen_without_a_word(broken_cuda, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(broken_cuda, "NVIDIA_DRIVER_FILES", (tmp_path / "absent",))
+    assert broken_cuda.cuda_failure() is None
+    assert book_profile().name == "cpu" and capsys.readouterr().err == ""

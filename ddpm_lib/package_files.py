@@ -1,0 +1,40 @@
+"""The files that ship inside ddpm_lib, found through importlib.resources: ``ASSETS`` (the shipped models,
+the bundled digits, the cards, logs and samples the chapters read) and ``CONFIGS`` (the example training
+configs, which ``train --config NAME`` takes by name).
+
+Both are folders of the installed package, so they are there after ``pip install`` as in this repository;
+the chapters read every file of theirs from here, never from the repository around them.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+# importlib.resources gives a pathlib.Path for a package installed as files (pip's wheels, a checkout); the
+# data readers here (np.load, torch.load, open) need a real path, so a zipped install is refused early.
+_ROOT = files(__package__)
+if not isinstance(_ROOT, Path):
+    raise ImportError(f"ddpm_lib must be installed as files, not inside an archive ({_ROOT})")
+ASSETS: Path = _ROOT / "assets"
+CONFIGS: Path = _ROOT / "configs"
+
+
+def config_names() -> list[str]:
+    """The shipped example configs, by the name ``train --config`` accepts (the file name without .yml)."""
+    return sorted(p.stem for p in CONFIGS.glob("*.yml"))
+
+
+def resolve_config(name_or_path: str | Path) -> Path:
+    """The YAML file a ``--config`` argument means: an existing file, or a shipped config's name.
+
+    A ValueError, one line naming the shipped configs, when it is neither.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = CONFIGS / f"{path.name.removesuffix('.yml')}.yml"
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    raise ValueError(f"--config {name_or_path}: no such file, nor a shipped config (shipped: "
+                     f"{', '.join(config_names())})")
