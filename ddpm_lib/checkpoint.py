@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from .files import remove_stale_temporaries, temporary_name, write_failure
+from .files import FileNotUsable, check_regular_file, remove_stale_temporaries, temporary_name, write_failure
 from .schedule import NoiseSchedule
-from .unet import UNet
+from .unet import MAX_CLASSES, UNet
 
 FORMAT = "ddpm_lib-checkpoint"
 VERSION = 1
@@ -143,11 +143,15 @@ def load_checkpoint(path: str | Path | None = None, map_location: str | torch.de
     its kind must hold (see :func:`check_structure`).
     """
     path = resolve_checkpoint(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         names = ", ".join(SHIPPED_MODELS)
         raise CheckpointError(f"checkpoint {path} does not exist (shipped models by name: {names})")
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder, not a file (did you mean {path / 'last.pt'}?)")
+    try:
+        check_regular_file(path, "checkpoint")                             # a FIFO, /dev/zero: before opening
+    except FileNotUsable as err:
+        raise CheckpointError(str(err)) from None
     if not zipfile.is_zipfile(path):                                        # torch.save writes a zip archive
         with open(path, "rb") as f:
             head = f.read(4)
@@ -204,6 +208,28 @@ def check_structure(ckpt: dict) -> None:
         raise CheckpointError(f"{name} is damaged: its step {step!r} is not a whole number >= 0")
     if kind == "train" and not isinstance(ckpt["ema"].get("module"), dict):
         raise CheckpointError(f"{name} is damaged: its EMA holds no weights")
+    problem = weights_problem(ckpt)
+    if problem is not None:
+        raise damaged(Path(name), problem) if "path" in ckpt else CheckpointError(f"{name} {problem}")
+
+
+def weights_problem(ckpt: dict) -> str | None:
+    """What is wrong with a checkpoint's weights (None when nothing): the first tensor, in the order raw weights,
+    EMA, that is not a floating-point tensor or holds a NaN or an infinity. Such weights sample black images."""
+    kind = ckpt.get("kind")
+    groups = {"model": ckpt.get("model"), "EMA": ckpt["ema"].get("module") if kind == "train" else ckpt.get("ema")}
+    for group, state in groups.items():
+        if not isinstance(state, dict):
+            continue
+        for key, value in state.items():
+            if not isinstance(value, torch.Tensor):
+                return f"is damaged: its {group} entry {key!r} is not a tensor"
+            if not value.is_floating_point():
+                dtype = str(value.dtype).replace("torch.", "")
+                return f"is damaged: its {group} weight {key!r} is {dtype}, not floating point"
+            if not bool(torch.isfinite(value).all()):
+                return f"is damaged: its {group} weight {key!r} holds NaN or infinite values"
+    return None
 
 
 def load_checkpoint_or_previous(path: str | Path) -> tuple[dict, str | None]:
@@ -270,7 +296,7 @@ def model_from_checkpoint(ckpt: dict, *, weights: str = "ema", device: str | tor
 
 # Bounds on a model_config read from a file: far above any model here, low enough that nothing absurd is built.
 MODEL_CONFIG_LIMITS = {"in_channels": 64, "base_channels": 4096, "num_res_blocks": 16, "num_heads": 1024,
-                       "num_groups": 4096, "image_size": 4096, "num_classes": 1_000_000}
+                       "num_groups": 4096, "image_size": 4096, "num_classes": MAX_CLASSES}
 
 
 def checked_model_config(config: Any, state: Any, name: str) -> dict:

@@ -225,29 +225,98 @@ def output_folder(path: Path, what: str = "output folder"):
         raise
 
 
+def run_files_in(out: Path) -> list[str]:
+    """What a new run in ``out`` would delete or overwrite, relative to ``out``: last.pt, prev.pt, log.csv, the
+    grids samples/step_N.png and the files under tensorboard/."""
+    held = [name for name in RUN_FILES if (out / name).exists() or (out / name).is_symlink()]
+    held += sorted(str(p.relative_to(out)) for p in (out / "samples").glob("step_*.png"))
+    board = out / "tensorboard"
+    if board.is_dir():
+        held += sorted(str(p.relative_to(out)) for p in board.rglob("*") if not p.is_dir())
+    return held
+
+
+def remove_run_files(out: Path, names: list[str]) -> None:
+    import shutil
+
+    for name in names:
+        (out / name).unlink(missing_ok=True)
+    if (out / "tensorboard").is_dir() and not any(p.is_file() for p in (out / "tensorboard").rglob("*")):
+        shutil.rmtree(out / "tensorboard")                                 # its (now empty) run folders
+
+
 def prepare_run_folder(out: Path, resume: Path | None, overwrite: bool) -> None:
     """Refuse to start or continue a run in a folder that holds another one, unless ``overwrite`` (then remove it).
 
-    Continuing the run of ``out`` itself (``resume`` is its last.pt or prev.pt) is always allowed.
+    Continuing the run of ``out`` itself (``resume`` is its last.pt or prev.pt) is allowed, unless the folder
+    holds a newer checkpoint than ``resume``: going back is refused unless ``overwrite``, which moves the newer
+    checkpoint and the log aside (see :func:`set_newer_aside`).
     """
     if resume is not None and resume.parent.resolve() == out.resolve() and resume.name in RUN_FILES:
+        check_not_going_back(out, resume, overwrite)
         return
-    held = [name for name in RUN_FILES if (out / name).exists() or (out / name).is_symlink()]
+    held = run_files_in(out)
     if not held:
         return
     if not overwrite:
-        what = f"{out} already holds a run ({', '.join(held)})"
+        what = f"{out} already holds a run ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''})"
         if held == ["log.csv"]:
             raise UsageError(f"{out} holds the log.csv of a run that saved no checkpoint; pass --overwrite to start "
                              "again there, or choose a new --out")
+        if not any(name in RUN_FILES for name in held):
+            raise UsageError(f"{out} holds {len(held)} file(s) a run writes ({', '.join(held[:3])}"
+                             f"{', ...' if len(held) > 3 else ''}), which a new run would replace; choose a new "
+                             "--out, or pass --overwrite to remove them")
         if resume is None:
             raise UsageError(f"{what}; continue it with --resume, choose a new --out, or pass --overwrite to "
                              "replace it")
         raise UsageError(f"{what}; continuing {resume} there would mix two runs: choose a new --out, or pass "
                          "--overwrite to replace it")
-    for name in held:
-        (out / name).unlink(missing_ok=True)
+    remove_run_files(out, held)
     print(f"--overwrite: removed {', '.join(held)} from {out}")
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step of the checkpoint at ``path`` (None when it is missing or cannot be read)."""
+    from .checkpoint import CheckpointError, load_checkpoint
+
+    if not path.is_file():
+        return None
+    try:
+        return load_checkpoint(path)["step"]
+    except CheckpointError:
+        return None
+
+
+def check_not_going_back(out: Path, resume: Path, overwrite: bool) -> None:
+    """Refuse to continue from ``resume`` when another checkpoint of ``out`` is further on, unless ``overwrite``."""
+    other = out / ("last.pt" if resume.name == "prev.pt" else "prev.pt")
+    newer, older = checkpoint_step(other), checkpoint_step(resume)
+    if newer is None or older is None or newer <= older:
+        return
+    aside = out / f"rewound_from_step_{newer}"
+    if not overwrite:
+        raise UsageError(f"{other} is at step {newer}, further than {resume} (step {older}); continue the run with "
+                         f"--resume {other}, or pass --overwrite to go back to step {older} (then {other.name} and "
+                         f"log.csv are kept in {aside})")
+    set_newer_aside(out, other, older, aside)
+    print(f"--overwrite: going back to step {older}; {other.name} (step {newer}), log.csv and the grids past step "
+          f"{older} are kept in {aside}")
+
+
+def set_newer_aside(out: Path, newer: Path, step: int, aside: Path) -> None:
+    """Move ``newer`` and the grids past ``step`` into ``aside``, with a copy of the log (which the resume cuts)."""
+    import shutil
+
+    aside.mkdir(exist_ok=True)
+    if (out / "log.csv").is_file():
+        shutil.copy2(out / "log.csv", aside / "log.csv")
+    for grid in (out / "samples").glob("step_*.png"):
+        number = grid.stem[len("step_"):]
+        if number.isdigit() and int(number) > step:
+            (aside / "samples").mkdir(exist_ok=True)
+            os.replace(grid, aside / "samples" / grid.name)
+    os.replace(newer, aside / newer.name)
 
 
 def check_sample_output(out: Path, overwrite: bool) -> Path:
@@ -319,6 +388,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if trainer.dist.is_main:
                 print(f"resumed {trainer.last_checkpoint[0]} at step {trainer.step}")
         else:
+            check_training_memory(RunConfig.from_dict(given))            # before the model is built
             trainer = Trainer(RunConfig.from_dict(given))
         config = trainer.config
         for caveat in config.caveats() if trainer.dist.is_main else []:
@@ -326,7 +396,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if trainer.step >= config.steps:
             print(f"{config.out} is already at step {trainer.step} of {config.steps}; raise --steps to train on")
             return 0
-        check_training_memory(config)
+        if resume is not None:
+            check_training_memory(config)
         if trainer.dist.is_main and config.tensorboard:
             print(f"watch it: tensorboard --logdir {Path(config.out) / 'tensorboard'}")
         trainer.train()
@@ -336,19 +407,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def check_training_memory(config) -> None:
-    """A UsageError when one batch's activations cannot fit in the device's free memory (a lower bound)."""
+    """A UsageError when the model's weights (with gradients, AdamW's moments and the EMA) and one batch's
+    activations cannot fit in the device's free memory (a lower bound), checked before anything is built."""
     from .device import DistInfo, available_memory, resolve_device
-    from .unet import PRESETS, conv_output_bytes
+    from .unet import PRESETS, conv_output_bytes, parameter_count, training_bytes_per_parameter
 
     device = resolve_device(config.device)
     channels = 3 if config.dataset == "cifar10" else 1
-    per_image, _ = conv_output_bytes({**PRESETS[config.preset], "in_channels": channels})
-    needed = per_image * (config.batch_size // DistInfo.from_env().world_size)
+    model_config = {**PRESETS[config.preset], "in_channels": channels}
+    per_image, _ = conv_output_bytes(model_config)
+    if config.num_classes is not None:
+        model_config["num_classes"] = config.num_classes
+    weights = parameter_count(model_config) * training_bytes_per_parameter()
+    needed = weights + per_image * (config.batch_size // DistInfo.from_env().world_size)
     available = available_memory(device)
     if available is not None and needed > available:
-        raise UsageError(f"--batch-size {config.batch_size} needs at least {gigabytes(needed)} for the "
-                         f"{config.preset!r} model's activations, more than the {gigabytes(available)} free on "
-                         f"{device}; {MEMORY_HINTS['train']}")
+        classes = f" with --num-classes {config.num_classes}" if config.num_classes is not None else ""
+        hint = "lower --num-classes" if weights > available else MEMORY_HINTS["train"]
+        raise UsageError(f"--batch-size {config.batch_size}{classes} needs at least {gigabytes(needed)} for the "
+                         f"{config.preset!r} model's weights and activations, more than the {gigabytes(available)} "
+                         f"free on {device}; {hint}")
 
 
 def check_sampling_memory(model, n: int, chunk_size: int | None, device) -> None:
@@ -371,10 +449,9 @@ def gigabytes(n: float) -> str:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .checkpoint import SHIPPED_MODELS, load_checkpoint, model_from_checkpoint, resolve_checkpoint
-    from .data import to_uint8
+    from .checkpoint import SHIPPED_MODELS, resolve_checkpoint
     from .device import resolve_device
-    from .sampling import ddim_sample, ddpm_sample
+    from .files import RunLock
 
     device = resolve_device(args.device)
     shipped = {path.resolve() for path in SHIPPED_MODELS.values()}
@@ -389,6 +466,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.guidance is not None and not math.isfinite(args.guidance):
         raise UsageError(f"--guidance must be a finite number, got {args.guidance}")
     out = check_sample_output(args.out, args.overwrite)
+    with output_folder(out), RunLock(out):                                 # claimed before sampling
+        check_sample_output(out, args.overwrite)                           # again: another may have written
+        return sample_into(out, args, device, sampler, shipped_cpu)
+
+
+def sample_into(out: Path, args: argparse.Namespace, device, sampler: str, shipped_cpu: bool) -> int:
+    """The rest of ``sample``, once ``out`` is claimed: load, check, draw, write."""
+    import torch
+
+    from .checkpoint import load_checkpoint, model_from_checkpoint
+    from .data import to_uint8
+    from .sampling import ddim_sample, ddpm_sample
+
     ckpt = load_checkpoint(args.checkpoint)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -396,7 +486,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if device.type == "cpu":
-        model = model.to(memory_format=__import__("torch").channels_last)
+        model = model.to(memory_format=torch.channels_last)
     steps = args.steps
     if steps is None:
         steps = SHIPPED_CPU_STEPS if shipped_cpu else DDIM_DEFAULT_STEPS if sampler == "ddim" else schedule.T
@@ -415,6 +505,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         settings = {"variance": args.variance or "beta"}
         images = ddpm_sample(model, schedule, shape, **settings, **common)
+    bad = int((~torch.isfinite(images)).sum())
+    if bad:
+        raise ValueError(f"{bad:,} of {images.numel():,} sampled values are NaN or infinite, so the images would be "
+                         f"wrong; nothing was written; check the weights of {ckpt['path']}")
     pixels = to_uint8(images).numpy()                                       # (N, C, H, W)
     if pixels.shape[1] == 1:
         pixels = pixels[:, 0]                                              # (N, H, W)
@@ -444,13 +538,13 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .data import to_model_range
+    from .files import check_regular_file
     from .metrics import sample_quality
 
     if args.samples.is_dir():
         raise UsageError(f"{args.samples} is a folder; give the samples file in it, e.g. "
                          f"{args.samples / 'samples.npz'}")
-    if not args.samples.is_file():
-        raise UsageError(f"samples file {args.samples} does not exist")
+    check_regular_file(args.samples, "samples file")
     try:
         with np.load(args.samples) as f:
             images = f["images"]
