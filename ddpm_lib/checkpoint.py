@@ -156,8 +156,12 @@ def load_checkpoint(path: str | Path | None = None, map_location: str | torch.de
         with open(path, "rb") as f:
             head = f.read(4)
         if head == b"PK\x03\x04" or not head:
-            raise damaged(path, "is empty" if not head else "is truncated (it ends before its zip directory)")
+            raise damaged(path, "is empty" if not head else "is truncated or has bytes appended (its zip directory "
+                                                           "is not at its end)")
         raise CheckpointError(f"{path} is not a ddpm_lib checkpoint (not a file written by torch.save)")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":                                    # torch.save's zip starts at byte 0
+            raise damaged(path, "has bytes prepended (a zip archive that does not start at its first byte)")
     verify_zip(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
@@ -208,6 +212,17 @@ def check_structure(ckpt: dict) -> None:
         raise CheckpointError(f"{name} is damaged: its step {step!r} is not a whole number >= 0")
     if kind == "train" and not isinstance(ckpt["ema"].get("module"), dict):
         raise CheckpointError(f"{name} is damaged: its EMA holds no weights")
+    counters = {"ema.num_updates": ckpt["ema"].get("num_updates")} if kind == "train" else {}
+    if kind == "train" and not isinstance(ckpt["ema"].get("warmup"), bool):
+        raise CheckpointError(f"{name} is damaged: its ema.warmup {ckpt['ema'].get('warmup')!r} is not true or false")
+    counters["ema_updates"] = ckpt.get("ema_updates", 0)
+    counters["skipped_steps"] = ckpt.get("skipped_steps", 0)
+    for key, value in counters.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CheckpointError(f"{name} is damaged: its {key} {value!r} is not a whole number >= 0")
+    decay = ckpt["ema"].get("decay") if kind == "train" else 0.0
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+        raise CheckpointError(f"{name} is damaged: its ema.decay {decay!r} is not a number in [0, 1)")
     problem = weights_problem(ckpt)
     if problem is not None:
         raise damaged(Path(name), problem) if "path" in ckpt else CheckpointError(f"{name} {problem}")

@@ -22,6 +22,7 @@ from typing import Sequence
 EXIT_USAGE, EXIT_FAILURE = 2, 1
 # Seeds: train seeds each process's generator with seed * 1000 + rank (+ 1), which must stay below 2**63;
 # sample seeds one torch.Generator, which takes up to 2**64 - 1.
+# (the API's ddpm_lib.sampling.MAX_SEED; a test checks they agree).
 MAX_TRAIN_SEED, MAX_SAMPLE_SEED = 2**63 // 1000 - 1, 2**64 - 1
 RUN_FILES = ("last.pt", "prev.pt", "log.csv")                              # what a run folder holds
 SAMPLE_FILES = ("samples.npz", "samples.png")
@@ -194,6 +195,8 @@ def check_writable_dir(path: Path, what: str) -> Path:
 
 def check_can_create(path: Path, what: str) -> Path:
     """A UsageError unless ``path`` is a writable folder or one that can be created; creates nothing."""
+    if path.is_symlink() and not path.exists():
+        raise UsageError(f"{what} {path} is a symbolic link that leads nowhere (a missing target, or a loop)")
     if path.exists() and not path.is_dir():
         raise UsageError(f"{what} {path} exists and is not a folder")
     if path.is_dir():
@@ -363,6 +366,31 @@ def write_samples(out: Path, images, pixels, **record) -> None:
                     out / "samples.png": lambda f: f.write(png_bytes(images))})
 
 
+def check_train_request(given: dict, args: argparse.Namespace) -> None:
+    """UsageErrors for ``train`` settings that would be ignored, clamped or misread if let through."""
+    from .checkpoint import SHIPPED_MODELS
+    from .config import RunConfig
+
+    if "out" in given and (not isinstance(given["out"], str) or not given["out"].strip()):
+        raise UsageError(f"--out (out: in a config file) must be a folder path, got {given['out']!r}")
+    if args.resume is not None and given.get("init_from") is not None:
+        raise UsageError("--init-from starts a new run from other weights, --resume continues a run from its own: "
+                         "give one of them")
+    if args.resume is not None and args.resume != "auto":
+        path = Path(args.resume)
+        if args.resume in SHIPPED_MODELS and not path.exists():
+            raise UsageError(f"{args.resume} is a shipped model (weights only), which cannot be resumed; start a "
+                             f"new run from it with --init-from {args.resume}")
+        if path.is_dir():
+            raise UsageError(f"--resume {path} is a folder; continue its run with --resume {path / 'last.pt'} "
+                             f"(or --resume --out {path})")
+    timesteps = given.get("timesteps", RunConfig().timesteps)
+    if args.resume is None and "sample_steps" in given and isinstance(timesteps, int) and \
+            isinstance(given["sample_steps"], int) and given["sample_steps"] > timesteps:
+        raise UsageError(f"--sample-steps {given['sample_steps']} is more than --timesteps {timesteps}; the grids "
+                         "cannot take more steps than the schedule has: lower --sample-steps")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import RunConfig
     from .device import DistInfo
@@ -370,6 +398,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import Trainer
 
     given = _settings_given(args)
+    check_train_request(given, args)
     if "out" in given:
         given["out"] = str(clean_path(Path(given["out"])))
     resume = None
@@ -454,8 +483,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .files import RunLock
 
     device = resolve_device(args.device)
-    shipped = {path.resolve() for path in SHIPPED_MODELS.values()}
-    shipped_cpu = resolve_checkpoint(args.checkpoint).resolve() in shipped and device.type == "cpu"
+    shipped = {os.path.realpath(path) for path in SHIPPED_MODELS.values()}
+    shipped_cpu = os.path.realpath(resolve_checkpoint(args.checkpoint)) in shipped and device.type == "cpu"
     sampler = args.sampler or (SHIPPED_CPU_SAMPLER if shipped_cpu else "ddpm")
     if sampler == "ddpm" and args.eta is not None:
         raise UsageError("--eta is for --sampler ddim" + ("" if args.sampler else " (the sampler here is ddpm)"))
@@ -554,7 +583,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         images = images[:, 0]
     elif images.ndim == 4 and images.shape[-1] == 1:                       # (N, H, W, 1), channels last
         images = images[..., 0]
-    if images.ndim != 3 or images.dtype != np.uint8:
+    if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1:] != (32, 32):
         raise UsageError(f"{args.samples}: expected uint8 digit images (N, 32, 32) or (N, 1, 32, 32), got "
                          f"{images.dtype} {images.shape}")
     report = sample_quality(to_model_range(images))

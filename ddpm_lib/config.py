@@ -198,7 +198,11 @@ def read_yaml_settings(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     check_regular_file(path, "config file", max_bytes=2**20)               # a FIFO, /dev/zero, a folder: refused
     try:
-        values = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path} is not a text file (not UTF-8); give a YAML file of settings") from None
+    try:
+        values = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ValueError(f"config file {path} is not valid YAML ({str(err).splitlines()[0]})") from None
     values = {} if values is None else values
@@ -219,7 +223,7 @@ def _saved_config(ckpt: dict) -> RunConfig:
     if not isinstance(saved, dict):
         raise CheckpointError(f"{name} has no run settings (its 'config' is not a mapping)")
     try:
-        return RunConfig.from_dict(saved)
+        return RunConfig.from_dict(saved).validate()
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{name} holds unreadable run settings ({err})") from None
 
