@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -192,9 +193,15 @@ class RunLock:
         entry[1] -= 1
         if entry[1] == 0:
             del RunLock._held[key]
-            if entry[0] is not None:
+            if entry[0] is None:
+                return
+            if fcntl is not None:
                 (self.folder / LOCK_NAME).unlink(missing_ok=True)          # while still locked
                 os.close(entry[0])
+            else:                                                          # Windows deletes no open file
+                os.close(entry[0])
+                with contextlib.suppress(OSError):
+                    (self.folder / LOCK_NAME).unlink()
 
 
 def _busy(folder: Path) -> RunFolderBusy:
@@ -230,8 +237,7 @@ def _acquire(folder: Path) -> int | None:
     except OSError:
         os.close(fd)
         raise _busy(folder) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    os.write(fd, f"{os.getpid()}\n".ljust(32).encode())                  # over byte 0 too: ours now
     return fd
 
 

@@ -216,3 +216,26 @@ def test_an_empty_ddpm_profile_means_auto(monkeypatch):
     default = book_profile()
     monkeypatch.setenv("DDPM_PROFILE", "")
     assert book_profile() == default
+
+
+def test_a_log_repair_that_hits_the_file_size_limit_names_the_log(tmp_path):
+    """Before: a bare '[Errno 27] File too large' under `ulimit -f`. The limit is set around the call alone."""
+    import resource
+
+    from ddpm_lib.files import WriteFailed
+    from ddpm_lib.training import LOG_FIELDS, CsvLog
+
+    log = CsvLog(tmp_path / "log.csv")
+    log.append([{field: 1.0 for field in LOG_FIELDS} | {"step": step} for step in range(1, 101)])
+    before = log.path.read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)               # EFBIG instead of being killed
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, hard))
+    try:
+        with pytest.raises(WriteFailed) as caught:
+            log.repair(50)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert str(caught.value) == f"file-size limit (ulimit -f) reached writing {log.path}; it was not changed"
+    assert log.path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["log.csv"]
