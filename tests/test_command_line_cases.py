@@ -20,14 +20,10 @@ import torch
 TRAIN = ["--preset", "tiny", "--batch-size", "8", "--device", "cpu", "--no-progress", "--warmup-steps", "1"]
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """A 1-step training checkpoint."""
-    from ddpm_lib.cli import main
-
-    out = tmp_path_factory.mktemp("cases") / "run"
-    assert main([str(a) for a in ["train", *TRAIN, "--steps", 1, "--out", out]]) == 0
-    return out / "last.pt"
+@pytest.fixture
+def ckpt(tiny_run):
+    """The shared run's last.pt (tests/conftest.py), a training checkpoint at step 4."""
+    return tiny_run / "last.pt"
 
 
 def edited(ckpt, target, edit):
@@ -111,12 +107,12 @@ CASES = [
     ("ema-num-updates-many", lambda t, c: ["sample", "--checkpoint", edited(c, t / "e.pt", lambda s: s["ema"].update(
         num_updates="many")), "--out", t / "s"], "its ema.num_updates 'many' is not a whole number >= 0"),
     ("rng-damaged", lambda t, c: ["train", "--resume", edited(c, t / "last.pt", set_rng(
-        lambda r: [{**r[0], "torch": torch.zeros(3, dtype=torch.uint8)}])), "--steps", 2],
+        lambda r: [{**r[0], "torch": torch.zeros(3, dtype=torch.uint8)}])), "--steps", 5],
      "its random generators' state cannot be restored"),
-    ("rng-empty", lambda t, c: ["train", "--resume", edited(c, t / "last.pt", set_rng(lambda r: [])), "--steps", 2],
+    ("rng-empty", lambda t, c: ["train", "--resume", edited(c, t / "last.pt", set_rng(lambda r: [])), "--steps", 5],
      "its random generators' state cannot be restored"),
     ("stored-nan-lr", lambda t, c: ["train", "--resume", edited(c, t / "last.pt", lambda s: s["config"].update(
-        lr=float("nan"))), "--steps", 2], "holds unreadable run settings (lr must be a positive number, got nan)"),
+        lr=float("nan"))), "--steps", 5], "holds unreadable run settings (lr must be a positive number, got nan)"),
     ("yaml-symlink-loop", lambda t, c: ["train", "--config", loop(t)], "too many levels of symbolic links"),
     ("checkpoint-symlink-loop", lambda t, c: ["sample", "--checkpoint", loop(t), "--out", t / "s"],
      "too many levels of symbolic links"),
@@ -162,7 +158,7 @@ def test_a_damaged_log_is_repaired_naming_it(ckpt, tmp_path, capsys, damage, not
 
     run = shutil.copytree(ckpt.parent, tmp_path / "run")
     (run / "log.csv").write_bytes(damage((run / "log.csv").read_text()))
-    code = main([str(a) for a in ["train", "--resume", "--out", run, "--steps", 1, "--no-progress"]])
+    code = main([str(a) for a in ["train", "--resume", "--out", run, "--steps", 4, "--no-progress"]])
     err = capsys.readouterr().err
     assert code == 0 and "Traceback" not in err
     assert f"{run / 'log.csv'} was damaged: " in err and note in err, err
@@ -170,7 +166,7 @@ def test_a_damaged_log_is_repaired_naming_it(ckpt, tmp_path, capsys, damage, not
 
 def test_ctrl_c_while_starting_is_one_line_and_exit_130(tmp_path):
     """SIGINT while `python -m ddpm_lib` still imports torch (its first seconds) printed a whole traceback."""
-    for delay in (0.2, 0.8):
+    for delay in (0.3, 0.6):                              # after Python started, before torch is imported
         proc = subprocess.Popen([sys.executable, "-m", "ddpm_lib", "train", "--out", str(tmp_path / "r")],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
         time.sleep(delay)

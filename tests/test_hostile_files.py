@@ -25,14 +25,10 @@ def cli(args, capsys):
     return code, [line for line in captured.err.splitlines() if line.strip()], captured.out
 
 
-@pytest.fixture(scope="module")
-def run2(tmp_path_factory):
-    """A 2-step run: last.pt at step 2, prev.pt at step 1."""
-    from ddpm_lib.cli import main
-
-    out = tmp_path_factory.mktemp("hostile") / "run"
-    assert main([str(a) for a in ["train", *TRAIN, "--steps", 2, "--checkpoint-every", 1, "--out", out]]) == 0
-    return out
+@pytest.fixture
+def run2(tiny_run):
+    """The shared run (tests/conftest.py): last.pt at step 4, prev.pt at step 2."""
+    return tiny_run
 
 
 def edited(source, target, edit):
@@ -81,13 +77,13 @@ def test_a_resume_from_a_nan_ema_falls_back_to_prev_or_is_refused(run2, tmp_path
     edited(out / "last.pt", out / "last.pt", lambda c: c["ema"]["module"][FIRST].fill_(float("nan")))
     code, err, printed = cli(["train", "--resume", "--out", out, "--steps", 3, "--no-progress"], capsys)
     assert code == 0, err
-    assert f"its EMA weight '{FIRST}' holds NaN or infinite values; resuming from {out / 'prev.pt'} (step 1)" in err[0]
+    assert f"its EMA weight '{FIRST}' holds NaN or infinite values; resuming from {out / 'prev.pt'} (step 2)" in err[0]
     assert torch.isfinite(load_checkpoint(out / "last.pt")["ema"]["module"][FIRST]).all()
     alone = tmp_path / "alone"
     alone.mkdir()
     edited(run2 / "last.pt", alone / "last.pt", lambda c: c["ema"]["module"][FIRST].fill_(float("inf")))
     before = (alone / "last.pt").read_bytes()
-    code, err, _ = cli(["train", "--resume", "--out", alone, "--steps", 3, "--no-progress"], capsys)
+    code, err, _ = cli(["train", "--resume", "--out", alone, "--steps", 5, "--no-progress"], capsys)
     assert code == 2 and err == [f"error: {alone / 'last.pt'} is damaged: its EMA weight '{FIRST}' holds NaN or "
                                  "infinite values; use an intact copy"]
     assert (alone / "last.pt").read_bytes() == before

@@ -32,15 +32,10 @@ def snapshot(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def run4(tmp_path_factory):
-    """A 4-step run checkpointed every 2 steps: last.pt at step 4, prev.pt at step 2, grids at steps 2 and 4."""
-    from ddpm_lib.cli import main
-
-    out = tmp_path_factory.mktemp("folders") / "run"
-    assert main([str(a) for a in ["train", *TRAIN, "--steps", 4, "--checkpoint-every", 2, "--sample-every", 2,
-                                  "--sample-steps", 2, "--out", out]]) == 0
-    return out
+@pytest.fixture
+def run4(tiny_run):
+    """The shared 4-step run (tests/conftest.py): last.pt at step 4, prev.pt at step 2, grids at steps 2 and 4."""
+    return tiny_run
 
 
 @pytest.fixture
