@@ -195,13 +195,16 @@ def test_sampling_seeds_outside_the_cli_range_are_a_value_error_naming_seed():
     (torch.zeros(2, 1, 8, 8, dtype=torch.uint8), r"^x0 must be a float batch \(B, C, H, W\) in \[-1, 1\], got "
                                                   r"torch.uint8"),
     (torch.zeros(0, 1, 8, 8), r"^x0 is an empty batch"),
-    (torch.full((2, 1, 8, 8), 255.0), r"^x0 must lie in \[-1, 1\], got values from 255 to 255"),
+    (torch.arange(128.0).reshape(2, 1, 8, 8) * 2, r"^x0 must lie in \[-1, 1\], got values from 0 to 254, like "
+                                                   r"\[0, 255\] images"),
 ], ids=["uint8", "empty", "0-255"])
 def test_ddpm_loss_refuses_what_it_cannot_train_on_naming_x0(x0, message):
     from ddpm_lib import NoiseSchedule, ddpm_loss
 
     with pytest.raises(ValueError, match=message):
         ddpm_loss(lambda x, t: torch.zeros_like(x), NoiseSchedule.linear(10), x0)
+    gaussian = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 3   # beyond [-1, 1]: allowed
+    assert torch.isfinite(ddpm_loss(lambda x, t: torch.zeros_like(x), NoiseSchedule.linear(10), gaussian))
 
 
 def test_an_empty_ddpm_profile_means_auto(monkeypatch):
