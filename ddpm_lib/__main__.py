@@ -1,6 +1,10 @@
 """``python -m ddpm_lib``: see ddpm_lib.cli."""
 import sys
 
-from .cli import main
+try:
+    from .cli import main
+except KeyboardInterrupt:                                                  # Ctrl-C while starting up
+    sys.stderr.write("error: interrupted (SIGINT) while starting; nothing was written\n")
+    sys.exit(130)
 
 sys.exit(main())

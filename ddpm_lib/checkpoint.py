@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from .files import remove_stale_temporaries, temporary_name, write_failure
+from .files import FileNotUsable, check_regular_file, remove_stale_temporaries, temporary_name, write_failure
 from .package_files import ASSETS
 from .schedule import NoiseSchedule
-from .unet import UNet
+from .unet import MAX_CLASSES, UNet
 
 FORMAT = "ddpm_lib-checkpoint"
 VERSION = 1
@@ -143,17 +143,25 @@ def load_checkpoint(path: str | Path | None = None, map_location: str | torch.de
     its kind must hold (see :func:`check_structure`).
     """
     path = resolve_checkpoint(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         names = ", ".join(SHIPPED_MODELS)
         raise CheckpointError(f"checkpoint {path} does not exist (shipped models by name: {names})")
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder, not a file (did you mean {path / 'last.pt'}?)")
+    try:
+        check_regular_file(path, "checkpoint")                             # a FIFO, /dev/zero: before opening
+    except FileNotUsable as err:
+        raise CheckpointError(str(err)) from None
     if not zipfile.is_zipfile(path):                                        # torch.save writes a zip archive
         with open(path, "rb") as f:
             head = f.read(4)
         if head == b"PK\x03\x04" or not head:
-            raise damaged(path, "is empty" if not head else "is truncated (it ends before its zip directory)")
+            raise damaged(path, "is empty" if not head else "is truncated or has bytes appended (its zip directory "
+                                                           "is not at its end)")
         raise CheckpointError(f"{path} is not a ddpm_lib checkpoint (not a file written by torch.save)")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":                                    # torch.save's zip starts at byte 0
+            raise damaged(path, "has bytes prepended (a zip archive that does not start at its first byte)")
     verify_zip(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
@@ -204,6 +212,39 @@ def check_structure(ckpt: dict) -> None:
         raise CheckpointError(f"{name} is damaged: its step {step!r} is not a whole number >= 0")
     if kind == "train" and not isinstance(ckpt["ema"].get("module"), dict):
         raise CheckpointError(f"{name} is damaged: its EMA holds no weights")
+    counters = {"ema.num_updates": ckpt["ema"].get("num_updates")} if kind == "train" else {}
+    if kind == "train" and not isinstance(ckpt["ema"].get("warmup"), bool):
+        raise CheckpointError(f"{name} is damaged: its ema.warmup {ckpt['ema'].get('warmup')!r} is not true or false")
+    counters["ema_updates"] = ckpt.get("ema_updates", 0)
+    counters["skipped_steps"] = ckpt.get("skipped_steps", 0)
+    for key, value in counters.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CheckpointError(f"{name} is damaged: its {key} {value!r} is not a whole number >= 0")
+    decay = ckpt["ema"].get("decay") if kind == "train" else 0.0
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+        raise CheckpointError(f"{name} is damaged: its ema.decay {decay!r} is not a number in [0, 1)")
+    problem = weights_problem(ckpt)
+    if problem is not None:
+        raise damaged(Path(name), problem) if "path" in ckpt else CheckpointError(f"{name} {problem}")
+
+
+def weights_problem(ckpt: dict) -> str | None:
+    """What is wrong with a checkpoint's weights (None when nothing): the first tensor, in the order raw weights,
+    EMA, that is not a floating-point tensor or holds a NaN or an infinity. Such weights sample black images."""
+    kind = ckpt.get("kind")
+    groups = {"model": ckpt.get("model"), "EMA": ckpt["ema"].get("module") if kind == "train" else ckpt.get("ema")}
+    for group, state in groups.items():
+        if not isinstance(state, dict):
+            continue
+        for key, value in state.items():
+            if not isinstance(value, torch.Tensor):
+                return f"is damaged: its {group} entry {key!r} is not a tensor"
+            if not value.is_floating_point():
+                dtype = str(value.dtype).replace("torch.", "")
+                return f"is damaged: its {group} weight {key!r} is {dtype}, not floating point"
+            if not bool(torch.isfinite(value).all()):
+                return f"is damaged: its {group} weight {key!r} holds NaN or infinite values"
+    return None
 
 
 def load_checkpoint_or_previous(path: str | Path) -> tuple[dict, str | None]:
@@ -270,7 +311,7 @@ def model_from_checkpoint(ckpt: dict, *, weights: str = "ema", device: str | tor
 
 # Bounds on a model_config read from a file: far above any model here, low enough that nothing absurd is built.
 MODEL_CONFIG_LIMITS = {"in_channels": 64, "base_channels": 4096, "num_res_blocks": 16, "num_heads": 1024,
-                       "num_groups": 4096, "image_size": 4096, "num_classes": 1_000_000}
+                       "num_groups": 4096, "image_size": 4096, "num_classes": MAX_CLASSES}
 
 
 def checked_model_config(config: Any, state: Any, name: str) -> dict:

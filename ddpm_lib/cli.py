@@ -22,6 +22,7 @@ from typing import Sequence
 EXIT_USAGE, EXIT_FAILURE = 2, 1
 # Seeds: train seeds each process's generator with seed * 1000 + rank (+ 1), which must stay below 2**63;
 # sample seeds one torch.Generator, which takes up to 2**64 - 1.
+# (the API's ddpm_lib.sampling.MAX_SEED; a test checks they agree).
 MAX_TRAIN_SEED, MAX_SAMPLE_SEED = 2**63 // 1000 - 1, 2**64 - 1
 RUN_FILES = ("last.pt", "prev.pt", "log.csv")                              # what a run folder holds
 SAMPLE_FILES = ("samples.npz", "samples.png")
@@ -211,6 +212,8 @@ def check_writable_dir(path: Path, what: str) -> Path:
 
 def check_can_create(path: Path, what: str) -> Path:
     """A UsageError unless ``path`` is a writable folder or one that can be created; creates nothing."""
+    if path.is_symlink() and not path.exists():
+        raise UsageError(f"{what} {path} is a symbolic link that leads nowhere (a missing target, or a loop)")
     if path.exists() and not path.is_dir():
         raise UsageError(f"{what} {path} exists and is not a folder")
     if path.is_dir():
@@ -242,29 +245,98 @@ def output_folder(path: Path, what: str = "output folder"):
         raise
 
 
+def run_files_in(out: Path) -> list[str]:
+    """What a new run in ``out`` would delete or overwrite, relative to ``out``: last.pt, prev.pt, log.csv, the
+    grids samples/step_N.png and the files under tensorboard/."""
+    held = [name for name in RUN_FILES if (out / name).exists() or (out / name).is_symlink()]
+    held += sorted(str(p.relative_to(out)) for p in (out / "samples").glob("step_*.png"))
+    board = out / "tensorboard"
+    if board.is_dir():
+        held += sorted(str(p.relative_to(out)) for p in board.rglob("*") if not p.is_dir())
+    return held
+
+
+def remove_run_files(out: Path, names: list[str]) -> None:
+    import shutil
+
+    for name in names:
+        (out / name).unlink(missing_ok=True)
+    if (out / "tensorboard").is_dir() and not any(p.is_file() for p in (out / "tensorboard").rglob("*")):
+        shutil.rmtree(out / "tensorboard")                                 # its (now empty) run folders
+
+
 def prepare_run_folder(out: Path, resume: Path | None, overwrite: bool) -> None:
     """Refuse to start or continue a run in a folder that holds another one, unless ``overwrite`` (then remove it).
 
-    Continuing the run of ``out`` itself (``resume`` is its last.pt or prev.pt) is always allowed.
+    Continuing the run of ``out`` itself (``resume`` is its last.pt or prev.pt) is allowed, unless the folder
+    holds a newer checkpoint than ``resume``: going back is refused unless ``overwrite``, which moves the newer
+    checkpoint and the log aside (see :func:`set_newer_aside`).
     """
     if resume is not None and resume.parent.resolve() == out.resolve() and resume.name in RUN_FILES:
+        check_not_going_back(out, resume, overwrite)
         return
-    held = [name for name in RUN_FILES if (out / name).exists() or (out / name).is_symlink()]
+    held = run_files_in(out)
     if not held:
         return
     if not overwrite:
-        what = f"{out} already holds a run ({', '.join(held)})"
+        what = f"{out} already holds a run ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''})"
         if held == ["log.csv"]:
             raise UsageError(f"{out} holds the log.csv of a run that saved no checkpoint; pass --overwrite to start "
                              "again there, or choose a new --out")
+        if not any(name in RUN_FILES for name in held):
+            raise UsageError(f"{out} holds {len(held)} file(s) a run writes ({', '.join(held[:3])}"
+                             f"{', ...' if len(held) > 3 else ''}), which a new run would replace; choose a new "
+                             "--out, or pass --overwrite to remove them")
         if resume is None:
             raise UsageError(f"{what}; continue it with --resume, choose a new --out, or pass --overwrite to "
                              "replace it")
         raise UsageError(f"{what}; continuing {resume} there would mix two runs: choose a new --out, or pass "
                          "--overwrite to replace it")
-    for name in held:
-        (out / name).unlink(missing_ok=True)
+    remove_run_files(out, held)
     print(f"--overwrite: removed {', '.join(held)} from {out}")
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step of the checkpoint at ``path`` (None when it is missing or cannot be read)."""
+    from .checkpoint import CheckpointError, load_checkpoint
+
+    if not path.is_file():
+        return None
+    try:
+        return load_checkpoint(path)["step"]
+    except CheckpointError:
+        return None
+
+
+def check_not_going_back(out: Path, resume: Path, overwrite: bool) -> None:
+    """Refuse to continue from ``resume`` when another checkpoint of ``out`` is further on, unless ``overwrite``."""
+    other = out / ("last.pt" if resume.name == "prev.pt" else "prev.pt")
+    newer, older = checkpoint_step(other), checkpoint_step(resume)
+    if newer is None or older is None or newer <= older:
+        return
+    aside = out / f"rewound_from_step_{newer}"
+    if not overwrite:
+        raise UsageError(f"{other} is at step {newer}, further than {resume} (step {older}); continue the run with "
+                         f"--resume {other}, or pass --overwrite to go back to step {older} (then {other.name} and "
+                         f"log.csv are kept in {aside})")
+    set_newer_aside(out, other, older, aside)
+    print(f"--overwrite: going back to step {older}; {other.name} (step {newer}), log.csv and the grids past step "
+          f"{older} are kept in {aside}")
+
+
+def set_newer_aside(out: Path, newer: Path, step: int, aside: Path) -> None:
+    """Move ``newer`` and the grids past ``step`` into ``aside``, with a copy of the log (which the resume cuts)."""
+    import shutil
+
+    aside.mkdir(exist_ok=True)
+    if (out / "log.csv").is_file():
+        shutil.copy2(out / "log.csv", aside / "log.csv")
+    for grid in (out / "samples").glob("step_*.png"):
+        number = grid.stem[len("step_"):]
+        if number.isdigit() and int(number) > step:
+            (aside / "samples").mkdir(exist_ok=True)
+            os.replace(grid, aside / "samples" / grid.name)
+    os.replace(newer, aside / newer.name)
 
 
 def check_sample_output(out: Path, overwrite: bool) -> Path:
@@ -311,6 +383,31 @@ def write_samples(out: Path, images, pixels, **record) -> None:
                     out / "samples.png": lambda f: f.write(png_bytes(images))})
 
 
+def check_train_request(given: dict, args: argparse.Namespace) -> None:
+    """UsageErrors for ``train`` settings that would be ignored, clamped or misread if let through."""
+    from .checkpoint import SHIPPED_MODELS
+    from .config import RunConfig
+
+    if "out" in given and (not isinstance(given["out"], str) or not given["out"].strip()):
+        raise UsageError(f"--out (out: in a config file) must be a folder path, got {given['out']!r}")
+    if args.resume is not None and given.get("init_from") is not None:
+        raise UsageError("--init-from starts a new run from other weights, --resume continues a run from its own: "
+                         "give one of them")
+    if args.resume is not None and args.resume != "auto":
+        path = Path(args.resume)
+        if args.resume in SHIPPED_MODELS and not path.exists():
+            raise UsageError(f"{args.resume} is a shipped model (weights only), which cannot be resumed; start a "
+                             f"new run from it with --init-from {args.resume}")
+        if path.is_dir():
+            raise UsageError(f"--resume {path} is a folder; continue its run with --resume {path / 'last.pt'} "
+                             f"(or --resume --out {path})")
+    timesteps = given.get("timesteps", RunConfig().timesteps)
+    if args.resume is None and "sample_steps" in given and isinstance(timesteps, int) and \
+            isinstance(given["sample_steps"], int) and given["sample_steps"] > timesteps:
+        raise UsageError(f"--sample-steps {given['sample_steps']} is more than --timesteps {timesteps}; the grids "
+                         "cannot take more steps than the schedule has: lower --sample-steps")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import RunConfig
     from .device import DistInfo
@@ -318,6 +415,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import Trainer
 
     given = _settings_given(args)
+    check_train_request(given, args)
     if "out" in given:
         given["out"] = str(clean_path(Path(given["out"])))
     resume = None
@@ -336,6 +434,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if trainer.dist.is_main:
                 print(f"resumed {trainer.last_checkpoint[0]} at step {trainer.step}")
         else:
+            check_training_memory(RunConfig.from_dict(given))            # before the model is built
             trainer = Trainer(RunConfig.from_dict(given))
         config = trainer.config
         for caveat in config.caveats() if trainer.dist.is_main else []:
@@ -343,7 +442,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if trainer.step >= config.steps:
             print(f"{config.out} is already at step {trainer.step} of {config.steps}; raise --steps to train on")
             return 0
-        check_training_memory(config)
+        if resume is not None:
+            check_training_memory(config)
         if trainer.dist.is_main and config.tensorboard:
             print(f"watch it: tensorboard --logdir {Path(config.out) / 'tensorboard'}")
         trainer.train()
@@ -353,19 +453,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def check_training_memory(config) -> None:
-    """A UsageError when one batch's activations cannot fit in the device's free memory (a lower bound)."""
+    """A UsageError when the model's weights (with gradients, AdamW's moments and the EMA) and one batch's
+    activations cannot fit in the device's free memory (a lower bound), checked before anything is built."""
     from .device import DistInfo, available_memory, resolve_device
-    from .unet import PRESETS, conv_output_bytes
+    from .unet import PRESETS, conv_output_bytes, parameter_count, training_bytes_per_parameter
 
     device = resolve_device(config.device)
     channels = 3 if config.dataset == "cifar10" else 1
-    per_image, _ = conv_output_bytes({**PRESETS[config.preset], "in_channels": channels})
-    needed = per_image * (config.batch_size // DistInfo.from_env().world_size)
+    model_config = {**PRESETS[config.preset], "in_channels": channels}
+    per_image, _ = conv_output_bytes(model_config)
+    if config.num_classes is not None:
+        model_config["num_classes"] = config.num_classes
+    weights = parameter_count(model_config) * training_bytes_per_parameter()
+    needed = weights + per_image * (config.batch_size // DistInfo.from_env().world_size)
     available = available_memory(device)
     if available is not None and needed > available:
-        raise UsageError(f"--batch-size {config.batch_size} needs at least {gigabytes(needed)} for the "
-                         f"{config.preset!r} model's activations, more than the {gigabytes(available)} free on "
-                         f"{device}; {MEMORY_HINTS['train']}")
+        classes = f" with --num-classes {config.num_classes}" if config.num_classes is not None else ""
+        hint = "lower --num-classes" if weights > available else MEMORY_HINTS["train"]
+        raise UsageError(f"--batch-size {config.batch_size}{classes} needs at least {gigabytes(needed)} for the "
+                         f"{config.preset!r} model's weights and activations, more than the {gigabytes(available)} "
+                         f"free on {device}; {hint}")
 
 
 def check_sampling_memory(model, n: int, chunk_size: int | None, device) -> None:
@@ -388,14 +495,13 @@ def gigabytes(n: float) -> str:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .checkpoint import SHIPPED_MODELS, load_checkpoint, model_from_checkpoint, resolve_checkpoint
-    from .data import to_uint8
+    from .checkpoint import SHIPPED_MODELS, resolve_checkpoint
     from .device import resolve_device
-    from .sampling import ddim_sample, ddpm_sample
+    from .files import RunLock
 
     device = resolve_device(args.device)
-    shipped = {path.resolve() for path in SHIPPED_MODELS.values()}
-    shipped_cpu = resolve_checkpoint(args.checkpoint).resolve() in shipped and device.type == "cpu"
+    shipped = {os.path.realpath(path) for path in SHIPPED_MODELS.values()}
+    shipped_cpu = os.path.realpath(resolve_checkpoint(args.checkpoint)) in shipped and device.type == "cpu"
     sampler = args.sampler or (SHIPPED_CPU_SAMPLER if shipped_cpu else "ddpm")
     if sampler == "ddpm" and args.eta is not None:
         raise UsageError("--eta is for --sampler ddim" + ("" if args.sampler else " (the sampler here is ddpm)"))
@@ -406,6 +512,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.guidance is not None and not math.isfinite(args.guidance):
         raise UsageError(f"--guidance must be a finite number, got {args.guidance}")
     out = check_sample_output(args.out, args.overwrite)
+    with output_folder(out), RunLock(out):                                 # claimed before sampling
+        check_sample_output(out, args.overwrite)                           # again: another may have written
+        return sample_into(out, args, device, sampler, shipped_cpu)
+
+
+def sample_into(out: Path, args: argparse.Namespace, device, sampler: str, shipped_cpu: bool) -> int:
+    """The rest of ``sample``, once ``out`` is claimed: load, check, draw, write."""
+    import torch
+
+    from .checkpoint import load_checkpoint, model_from_checkpoint
+    from .data import to_uint8
+    from .sampling import ddim_sample, ddpm_sample
+
     ckpt = load_checkpoint(args.checkpoint)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -413,7 +532,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if device.type == "cpu":
-        model = model.to(memory_format=__import__("torch").channels_last)
+        model = model.to(memory_format=torch.channels_last)
     steps = args.steps
     if steps is None:
         steps = SHIPPED_CPU_STEPS if shipped_cpu else DDIM_DEFAULT_STEPS if sampler == "ddim" else schedule.T
@@ -432,6 +551,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         settings = {"variance": args.variance or "beta"}
         images = ddpm_sample(model, schedule, shape, **settings, **common)
+    bad = int((~torch.isfinite(images)).sum())
+    if bad:
+        raise ValueError(f"{bad:,} of {images.numel():,} sampled values are NaN or infinite, so the images would be "
+                         f"wrong; nothing was written; check the weights of {ckpt['path']}")
     pixels = to_uint8(images).numpy()                                       # (N, C, H, W)
     if pixels.shape[1] == 1:
         pixels = pixels[:, 0]                                              # (N, H, W)
@@ -461,13 +584,13 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .data import to_model_range
+    from .files import check_regular_file
     from .metrics import sample_quality
 
     if args.samples.is_dir():
         raise UsageError(f"{args.samples} is a folder; give the samples file in it, e.g. "
                          f"{args.samples / 'samples.npz'}")
-    if not args.samples.is_file():
-        raise UsageError(f"samples file {args.samples} does not exist")
+    check_regular_file(args.samples, "samples file")
     try:
         with np.load(args.samples) as f:
             images = f["images"]
@@ -477,7 +600,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         images = images[:, 0]
     elif images.ndim == 4 and images.shape[-1] == 1:                       # (N, H, W, 1), channels last
         images = images[..., 0]
-    if images.ndim != 3 or images.dtype != np.uint8:
+    if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1:] != (32, 32):
         raise UsageError(f"{args.samples}: expected uint8 digit images (N, 32, 32) or (N, 1, 32, 32), got "
                          f"{images.dtype} {images.shape}")
     report = sample_quality(to_model_range(images))

@@ -15,7 +15,7 @@ from typing import Any
 
 from .data import DATASETS
 from .schedule import MAX_TIMESTEPS, SCHEDULES
-from .unet import PRESETS
+from .unet import MAX_CLASSES, PRESETS
 
 # Settings that must not change when a run is resumed: changing them would make it another run.
 RESUME_FIXED = ("dataset", "preset", "num_classes", "label_dropout", "label_lr_scale", "schedule", "timesteps",
@@ -76,8 +76,8 @@ class RunConfig:
         checks = [
             (self.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}"),
             (self.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}"),
-            (self.num_classes is None or (_is_int(self.num_classes) and self.num_classes >= 1),
-             f"num-classes must be an integer >= 1, got {self.num_classes!r}"),
+            (self.num_classes is None or (_is_int(self.num_classes) and 1 <= self.num_classes <= MAX_CLASSES),
+             f"num-classes must be an integer from 1 to {MAX_CLASSES:,}, got {self.num_classes!r}"),
             (_is_num(self.label_dropout) and 0 <= self.label_dropout <= 1,
              f"label-dropout must lie in [0, 1], got {self.label_dropout!r}"),
             (_is_finite(self.label_lr_scale) and self.label_lr_scale > 0,
@@ -193,11 +193,16 @@ def read_yaml_settings(path: str | Path) -> dict[str, Any]:
         return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
     UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    from .files import check_regular_file
+
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"config file {path} does not exist")
+    check_regular_file(path, "config file", max_bytes=2**20)               # a FIFO, /dev/zero, a folder: refused
     try:
-        values = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path} is not a text file (not UTF-8); give a YAML file of settings") from None
+    try:
+        values = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ValueError(f"config file {path} is not valid YAML ({str(err).splitlines()[0]})") from None
     values = {} if values is None else values
@@ -218,7 +223,7 @@ def _saved_config(ckpt: dict) -> RunConfig:
     if not isinstance(saved, dict):
         raise CheckpointError(f"{name} has no run settings (its 'config' is not a mapping)")
     try:
-        return RunConfig.from_dict(saved)
+        return RunConfig.from_dict(saved).validate()
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{name} holds unreadable run settings ({err})") from None
 

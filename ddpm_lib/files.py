@@ -1,6 +1,7 @@
 """Files that must not be lost: a lock per run folder, writes that replace files whole, errors that name the file.
 
-* :class:`RunLock` - one writer per run folder (``fcntl.flock`` on ``DIR/.lock``, which holds the writer's pid);
+* :class:`RunLock` - one writer per folder (``fcntl.flock`` on the open folder; ``DIR/.lock`` names the writer);
+* :func:`check_regular_file` - a file to read is a regular file of a sane size, checked before it is opened;
 * :func:`write_together` - several files (``samples.npz`` and ``samples.png``) written to temporary files,
   then renamed into place, so a failure leaves the old ones as they were;
 * :func:`write_failure` - "no space left on device writing DIR/last.pt; ..." instead of the raw error of the
@@ -11,20 +12,64 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import stat
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 try:
     import fcntl
-except ImportError:                                                        # Windows: no advisory locks, no lock
+    msvcrt = None
+except ImportError:                                                        # Windows: msvcrt's byte-range locks
     fcntl = None
+    try:
+        import msvcrt
+    except ImportError:
+        msvcrt = None
 
 LOCK_NAME = ".lock"
 # Why a write failed, in words, for the errors a user can do something about.
 WRITE_ERRORS = {errno.ENOSPC: "no space left on device", errno.EFBIG: "file-size limit (ulimit -f) reached",
                 errno.EDQUOT: "disk quota exceeded"}
+
+
+# No checkpoint, samples file or YAML file here comes near this; a larger one is a wrong path (or /dev/zero's kin).
+MAX_FILE_BYTES = 4 * 2**30
+FILE_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+              stat.S_IFSOCK: "a socket"}
+
+
+class FileNotUsable(ValueError):
+    """A file to read is missing, not a regular file, or too large; the message names it."""
+
+
+def check_regular_file(path: str | Path, what: str, max_bytes: int = MAX_FILE_BYTES) -> os.stat_result:
+    """Raise FileNotUsable unless ``path`` is a regular file of at most ``max_bytes``, before anything opens it.
+
+    Opening a FIFO with no writer blocks forever and reading /dev/zero never ends; both are refused here.
+    ``what`` names the file in the message ("checkpoint", "config file", ...).
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotUsable(f"{what} {path} does not exist") from None
+    except OSError as err:
+        raise FileNotUsable(f"cannot read {what} {path} ({(err.strerror or str(err)).lower()})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise FileNotUsable(f"{what} {path} is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+        raise FileNotUsable(f"{what} {path} is {kind}, not a regular file; give the path of a file")
+    if info.st_size > max_bytes:
+        raise FileNotUsable(f"{what} {path} is {_size(info.st_size)}, larger than any {what} could be "
+                            f"({_size(max_bytes)}); check the path")
+    return info
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.0f} MiB"
 
 
 class RunFolderBusy(RuntimeError):
@@ -118,13 +163,14 @@ def write_together(writers: dict[Path, Callable[[BinaryIO], None]]) -> None:
 
 
 class RunLock:
-    """An exclusive lock on a run folder, so two trainers never write the same last.pt and log.csv.
+    """An exclusive lock on a folder, so two trainers (or two ``sample`` runs) never write the same files.
 
-    ``with RunLock(folder):`` holds ``fcntl.flock`` on ``folder/.lock`` (the file holds the holder's pid, named
-    in the error another process gets) and removes the file when done. Re-entrant within a process: the
-    command line takes the lock before it checks the folder, the Trainer again while it trains. The kernel
-    drops the lock when its process dies, so a killed trainer never leaves the folder locked. Where fcntl does
-    not exist (Windows) the lock does nothing.
+    ``with RunLock(folder):`` holds a lock on the open folder itself (``fcntl.flock`` on POSIX), not on a file
+    whose presence means "locked": deleting any file leaves it held, and the kernel drops it when its process
+    dies, so a killed run never leaves the folder locked. On Windows it holds ``msvcrt.locking`` on the open
+    ``folder/.lock``, which Windows does not let anyone delete while it is open. ``folder/.lock`` holds the
+    holder's pid, for the error another process gets; it is removed when done. Re-entrant within a process:
+    the command line takes the lock before it checks the folder, the Trainer again while it trains.
     """
 
     _held: dict[str, list] = {}                                            # folder -> [file descriptor, depth]
@@ -133,11 +179,12 @@ class RunLock:
         self.folder = Path(folder)
 
     def __enter__(self) -> "RunLock":
+        self.folder.mkdir(parents=True, exist_ok=True)
         key = str(self.folder.resolve())
         if key in RunLock._held:
             RunLock._held[key][1] += 1
         else:
-            RunLock._held[key] = [_acquire(self.folder) if fcntl is not None else None, 1]
+            RunLock._held[key] = [_acquire(self.folder), 1]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -146,35 +193,64 @@ class RunLock:
         entry[1] -= 1
         if entry[1] == 0:
             del RunLock._held[key]
-            if entry[0] is not None:
-                (self.folder / LOCK_NAME).unlink(missing_ok=True)          # while still locked: see _acquire
+            if entry[0] is None:
+                return
+            if fcntl is not None:
+                (self.folder / LOCK_NAME).unlink(missing_ok=True)          # while still locked
                 os.close(entry[0])
+            else:                                                          # Windows deletes no open file
+                os.close(entry[0])
+                with contextlib.suppress(OSError):
+                    (self.folder / LOCK_NAME).unlink()
 
 
-def _acquire(folder: Path) -> int:
-    """Lock ``folder/.lock`` (creating the folder) and write our pid in it; RunFolderBusy naming the holder if taken."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_NAME
-    for _ in range(100):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+def _busy(folder: Path) -> RunFolderBusy:
+    try:
+        holder = (folder / LOCK_NAME).read_bytes()[:32].decode(errors="replace").strip()
+    except OSError:
+        holder = ""
+    return RunFolderBusy(f"{folder} is in use by another process (pid {holder if holder.isdigit() else 'unknown'}); "
+                         "wait for it to finish or stop it, or choose another --out")
+
+
+def _acquire(folder: Path) -> int | None:
+    """Lock ``folder`` and write our pid in ``folder/.lock``; RunFolderBusy naming the holder if it is taken.
+
+    Returns the descriptor that holds the lock (None on a file system that cannot lock: there is no lock).
+    """
+    if fcntl is not None:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
-            raise RunFolderBusy(f"{folder} is in use by another process (pid {holder or 'unknown'}); wait for it to "
-                                "finish or stop it, or choose another --out") from None
+            raise _busy(folder) from None
         except OSError:                                                    # a file system without flock: go on
-            return fd
-        # The holder before us removes the file before unlocking; if it did so after we opened it, we hold a
-        # lock on a file nobody else will see: try again with the file that is there now.
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
-        except FileNotFoundError:
-            same = False
-        if same:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            return fd
+            pass
+        _write_pid(folder / LOCK_NAME)
+        return fd
+    if msvcrt is None:
+        return None
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:
         os.close(fd)
-    raise RunFolderBusy(f"could not lock {path}: it keeps changing")
+        raise _busy(folder) from None
+    os.write(fd, f"{os.getpid()}\n".ljust(32).encode())                  # over byte 0 too: ours now
+    return fd
+
+
+def _write_pid(path: Path) -> None:
+    """Write our pid in ``path`` for the message another process gets; only informative, so a failure (a full
+    disk) just leaves no file."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError:
+        return
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)

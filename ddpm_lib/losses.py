@@ -58,6 +58,24 @@ def _mean_flat(x: Tensor) -> Tensor:
     return x.flatten(1).mean(dim=1)
 
 
+def check_x0(x0: Tensor) -> None:
+    """ValueError naming ``x0`` unless it is a non-empty floating-point batch (B, C, H, W), not in [0, 255].
+
+    Images still in [0, 255] (no negative value, some above 1) are refused on a CPU tensor only: on a GPU the
+    check would wait for the device at every step (the Trainer checks its whole data set once instead, see
+    :func:`ddpm_lib.data.check_images`). Other values outside [-1, 1] are allowed: Gaussian test inputs have them.
+    """
+    if not isinstance(x0, Tensor) or x0.ndim != 4 or not x0.is_floating_point():
+        what = f"{x0.dtype} {tuple(x0.shape)}" if isinstance(x0, Tensor) else type(x0).__name__
+        raise ValueError(f"x0 must be a float batch (B, C, H, W) in [-1, 1], got {what} (uint8 images: use "
+                         "ddpm_lib.data.to_model_range)")
+    if x0.shape[0] == 0:
+        raise ValueError("x0 is an empty batch (B = 0); the loss of no images is undefined")
+    if x0.device.type == "cpu" and bool(x0.amin() >= 0) and bool(x0.amax() > 1 + 1e-3):
+        raise ValueError(f"x0 must lie in [-1, 1], got values from {float(x0.min()):g} to {float(x0.max()):g}, "
+                         "like [0, 255] images: use ddpm_lib.data.to_model_range")
+
+
 def ddpm_loss(model: Model, schedule: NoiseSchedule, x0: Tensor, *, t: Tensor | None = None,
               noise: Tensor | None = None, generator: torch.Generator | None = None,
               reduction: str = "mean", y: Tensor | None = None) -> Tensor:
@@ -70,6 +88,7 @@ def ddpm_loss(model: Model, schedule: NoiseSchedule, x0: Tensor, *, t: Tensor | 
     """
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    check_x0(x0)
     batch = x0.shape[0]
     if t is None:
         t = torch.randint(0, schedule.T, (batch,), device=x0.device, generator=generator)

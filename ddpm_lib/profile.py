@@ -54,7 +54,7 @@ PROFILES = {
 
 def book_profile(name: str | None = None) -> BookProfile:
     """The profile named by ``name`` or $DDPM_PROFILE (``auto``, ``cpu`` or ``cuda``)."""
-    name = (name or os.environ.get("DDPM_PROFILE", "auto")).lower()
+    name = (name or os.environ.get("DDPM_PROFILE", "").strip() or "auto").lower()      # set but empty: auto
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
         failure = cuda_failure() if name == "cpu" else None

@@ -107,11 +107,15 @@ def load_state(trainer, ckpt: dict) -> None:
         trainer.scaler.load_state_dict(ckpt["scaler"])
     trainer.step = int(ckpt["step"])
     trainer.skipped_steps = int(ckpt.get("skipped_steps", 0))
-    rng = ckpt["rng"][trainer.dist.rank]
-    torch.set_rng_state(rng["torch"].cpu())
-    trainer.generator.set_state(rng["generator"].cpu())
-    if "cuda" in rng and trainer.device.type == "cuda":
-        torch.cuda.set_rng_state(rng["cuda"].cpu(), trainer.device)
+    try:
+        rng = ckpt["rng"][trainer.dist.rank]
+        torch.set_rng_state(rng["torch"].cpu())
+        trainer.generator.set_state(rng["generator"].cpu())
+        if "cuda" in rng and trainer.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"].cpu(), trainer.device)
+    except (RuntimeError, KeyError, IndexError, TypeError, AttributeError) as err:
+        raise ckpt_io.CheckpointError(f"{name} is damaged: its random generators' state cannot be restored "
+                                      f"({ckpt_io.reason(err)}); use an intact copy") from None
     trainer.last_checkpoint = (Path(ckpt["path"]), trainer.step) if "path" in ckpt else None
     _repair_log(trainer)
 

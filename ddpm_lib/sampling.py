@@ -110,8 +110,17 @@ def default_chunk_size(device: torch.device) -> int:
     return 1024 if device.type == "cuda" else 64
 
 
+# What a torch.Generator takes, and what `python -m ddpm_lib sample --seed` accepts.
+MAX_SEED = 2**64 - 1
+
+
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
-    """A torch.Generator on ``device`` seeded with ``seed`` (a random seed when None)."""
+    """A torch.Generator on ``device`` seeded with ``seed`` (a random seed when None).
+
+    ``seed`` must be a whole number from 0 to MAX_SEED (ValueError naming it otherwise).
+    """
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        raise ValueError(f"seed must be a whole number from 0 to {MAX_SEED} (2**64 - 1), got {seed!r}")
     gen = torch.Generator(device=device)
     if seed is None:
         gen.seed()

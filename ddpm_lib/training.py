@@ -33,7 +33,7 @@ from .config import RunConfig
 from .data import check_images, check_labels, fingerprint, load_dataset
 from .device import DistInfo, autocast_dtype, resolve_device
 from .ema import EMA
-from .files import RunLock, remove_stale_temporaries, temporary_name, write_failure
+from .files import RunLock, check_regular_file, remove_stale_temporaries, temporary_name, write_failure
 from .losses import ddpm_loss
 from .monitor import RunMonitor
 from .schedule import NoiseSchedule
@@ -110,16 +110,20 @@ class CsvLog:
         if not self.path.exists():
             return None
         remove_stale_temporaries(self.path)
-        with open(self.path, newline="") as f:
-            lines = list(csv.reader(f))
+        check_regular_file(self.path, "log")
+        try:                                                   # bytes that are not UTF-8 only spoil their rows
+            with open(self.path, newline="", encoding="utf-8", errors="replace") as f:
+                lines = list(csv.reader(line.replace("\0", "") for line in f))
+        except csv.Error as err:
+            raise ValueError(f"{self.path} cannot be read as CSV ({err}); move it away to resume without it") from None
         has_header = bool(lines) and lines[0] == list(self.fields)
         kept, unreadable, repeated = {}, 0, 0
         for line in lines[1:] if has_header else lines:
             row = dict(zip(self.fields, line))
             try:
                 ok = len(line) == len(self.fields) and int(row["step"]) >= 1
-                float(row["loss"])
-            except ValueError:
+                float(row["loss"])                                  # a NaN loss (a skipped step) is a real row
+            except (ValueError, KeyError):
                 ok = False
             if not ok:
                 unreadable += 1
@@ -127,11 +131,15 @@ class CsvLog:
                 repeated += int(row["step"]) in kept
                 kept[int(row["step"])] = row
         tmp = temporary_name(self.path)
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.fields)
-            writer.writeheader()
-            writer.writerows(kept[k] for k in sorted(kept))
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.fields)
+                writer.writeheader()
+                writer.writerows(kept[k] for k in sorted(kept))
+            os.replace(tmp, self.path)
+        except OSError as err:                                 # a full disk, ulimit -f: name the file
+            tmp.unlink(missing_ok=True)
+            raise write_failure(err, self.path, "it was not changed") from None
         missing = [k for k in range(1, step + 1) if k not in kept]
         problems = ([f"dropped {unreadable} unreadable row(s)"] if unreadable else []) + \
                    (["restored its header"] if lines and not has_header else []) + \

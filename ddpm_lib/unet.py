@@ -140,6 +140,21 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# The most classes a conditional model may have (its label embedding: (K + 1) x time_dim floats).
+MAX_CLASSES = 1_000_000
+
+
+def training_bytes_per_parameter() -> int:
+    """Float32 copies of each weight while training: the weight, its gradient, AdamW's two moments, the EMA."""
+    return 5 * 4
+
+
+def parameter_count(config: dict) -> int:
+    """Parameters of a UNet built from ``config``, counted on the meta device (nothing is allocated)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in UNet(**config).parameters())
+
+
 def conv_output_bytes(config: dict) -> tuple[int, int]:
     """Float32 bytes of one image's convolution outputs in a UNet built from ``config``: (all of them, the largest).
 

@@ -316,7 +316,7 @@ def test_yaml_lr_without_a_dot_is_a_number(tmp_path, capsys):
     (["train", "--seed", 2**63], "train: argument --seed: must be at most 9223372036854774, got 9223372036854775808"),
     (["sample", "--seed", 2**64], "sample: argument --seed: must be at most 18446744073709551615"),
     (["train", "--steps", 2, "--warmup-steps", 1, "--batch-size", 10**6, "--device", "cpu"],
-     "--batch-size 1000000 needs at least 1,036.3 GB for the 'tiny' model's activations, more than the"),
+     "--batch-size 1000000 needs at least 1,036.3 GB for the 'tiny' model's weights and activations, more"),
     (["sample", "--n", 10**9, "--device", "cpu"], "--n 1000000000 needs at least"),
 ], ids=["train-seed", "sample-seed", "huge-batch", "huge-n"])
 def test_sizes_out_of_range_are_refused_up_front(args, expected, tmp_path, monkeypatch, capsys):

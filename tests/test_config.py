@@ -34,7 +34,7 @@ def test_yaml_numbers_booleans_and_duplicate_keys(tmp_path):
     (dict(grad_clip=float("inf")), "grad-clip must be a positive number"),
     (dict(seed=2**63), "seed must be an integer from 0 to"),
     (dict(precision="half"), "precision must be one of"),
-    (dict(num_classes=0), "num-classes must be an integer >= 1"),
+    (dict(num_classes=0), "num-classes must be an integer from 1 to 1,000,000"),
     (dict(label_dropout=1.5), "label-dropout must lie in"),
 ])
 def test_validation_names_the_setting(values, message):
