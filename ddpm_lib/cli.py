@@ -36,6 +36,8 @@ INTERRUPTED = {"sample": "no samples were written", "metrics": "nothing was writ
 # digits, and a seed gives the same images at any step count (scripts/sampler_quality.py; chapter 6, A1).
 SHIPPED_CPU_SAMPLER, SHIPPED_CPU_STEPS = "ddim", 50
 DDIM_DEFAULT_STEPS = 50                                  # `--sampler ddim` without --steps, any model
+ODE_SAMPLERS = ("heun", "dpm++")                         # ddpm_lib.ode: network calls, not steps, are --steps
+ODE_DEFAULT_STEPS = 20                                   # their calls without --steps
 
 
 class UsageError(Exception):
@@ -137,14 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="checkpoint or weights file, or a shipped model's name: "
                              "mnist (the default), mnist-conditional, fashion-conditional")
     sample.add_argument("--n", type=positive_int, default=64, help="number of images (default 64)")
-    sample.add_argument("--sampler", choices=("ddpm", "ddim"), default=None,
-                        help="DDPM's ancestral sampler or DDIM (default: ddim for the shipped models on a CPU, "
-                             "else ddpm)")
+    sample.add_argument("--sampler", choices=("ddpm", "ddim", "heun", "dpm++"), default=None,
+                        help="DDPM's ancestral sampler, DDIM, or an ODE solver: EDM's Heun or DPM-Solver++(2M) "
+                             "(default: ddim for the shipped models on a CPU, else ddpm)")
     sample.add_argument("--eta", type=float, default=None,
                         help="DDIM's noise scale: 0 deterministic, 1 DDPM's posterior variance (default 0)")
     sample.add_argument("--steps", type=positive_int, default=None,
-                        help="reverse steps; fewer than T respaces the schedule (default: 50 for ddim, "
-                             "else T)")
+                        help="reverse steps (network calls for heun and dpm++); fewer than T respaces the "
+                             "schedule (default: 50 for ddim, 20 for heun and dpm++, else T)")
     sample.add_argument("--seed", type=int_at_least(0, MAX_SAMPLE_SEED), default=0, help="random seed (default 0)")
     sample.add_argument("--variance", choices=("beta", "posterior"), default=None,
                         help="ddpm: sigma_t^2 = beta_t or the posterior variance (default beta)")
@@ -503,12 +505,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     shipped = {os.path.realpath(path) for path in SHIPPED_MODELS.values()}
     shipped_cpu = os.path.realpath(resolve_checkpoint(args.checkpoint)) in shipped and device.type == "cpu"
     sampler = args.sampler or (SHIPPED_CPU_SAMPLER if shipped_cpu else "ddpm")
-    if sampler == "ddpm" and args.eta is not None:
-        raise UsageError("--eta is for --sampler ddim" + ("" if args.sampler else " (the sampler here is ddpm)"))
+    if sampler != "ddim" and args.eta is not None:
+        raise UsageError("--eta is for --sampler ddim" + ("" if args.sampler else f" (the sampler here is {sampler})"))
     if args.eta is not None and not 0 <= args.eta < float("inf"):
         raise UsageError(f"--eta must be a number >= 0, got {args.eta}")
-    if sampler == "ddim" and args.variance is not None:
-        raise UsageError("--variance is for --sampler ddpm (DDIM's noise is set by --eta)")
+    if sampler != "ddpm" and args.variance is not None:
+        raise UsageError("--variance is for --sampler ddpm" + (" (DDIM's noise is set by --eta)" if sampler == "ddim"
+                                                               else f" ({sampler} adds no noise after x_T)"))
     if args.guidance is not None and not math.isfinite(args.guidance):
         raise UsageError(f"--guidance must be a finite number, got {args.guidance}")
     out = check_sample_output(args.out, args.overwrite)
@@ -523,6 +526,7 @@ def sample_into(out: Path, args: argparse.Namespace, device, sampler: str, shipp
 
     from .checkpoint import load_checkpoint, model_from_checkpoint
     from .data import to_uint8
+    from .ode import dpm_solver_sample, heun_sample
     from .sampling import ddim_sample, ddpm_sample
 
     ckpt = load_checkpoint(args.checkpoint)
@@ -535,7 +539,8 @@ def sample_into(out: Path, args: argparse.Namespace, device, sampler: str, shipp
         model = model.to(memory_format=torch.channels_last)
     steps = args.steps
     if steps is None:
-        steps = SHIPPED_CPU_STEPS if shipped_cpu else DDIM_DEFAULT_STEPS if sampler == "ddim" else schedule.T
+        steps = (SHIPPED_CPU_STEPS if shipped_cpu else DDIM_DEFAULT_STEPS if sampler == "ddim"
+                 else ODE_DEFAULT_STEPS if sampler in ODE_SAMPLERS else schedule.T)
         steps = min(steps, schedule.T)
     if steps > schedule.T:
         raise UsageError(f"--steps {steps} is more than the {schedule.T} steps the model was trained with")
@@ -548,6 +553,10 @@ def sample_into(out: Path, args: argparse.Namespace, device, sampler: str, shipp
     if sampler == "ddim":
         settings = {"eta": args.eta or 0.0}
         images = ddim_sample(model, schedule, shape, **settings, **common)
+    elif sampler in ODE_SAMPLERS:
+        settings = {}
+        solve = heun_sample if sampler == "heun" else dpm_solver_sample
+        images = solve(model, schedule, shape, **common)
     else:
         settings = {"variance": args.variance or "beta"}
         images = ddpm_sample(model, schedule, shape, **settings, **common)

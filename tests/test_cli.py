@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ddpm_lib.checkpoint import export_weights, load_checkpoint
+from ddpm_lib.data import to_uint8
 
 
 def run(*args, cwd=None, timeout=300):
@@ -61,6 +62,25 @@ def test_sampler_and_eta_are_used_and_recorded(trained, tmp_path):
     with np.load(tmp_path / "p" / "samples.npz") as f:
         assert (str(f["sampler"]), str(f["variance"])) == ("ddpm", "beta") and "eta" not in f.files
         assert not np.array_equal(f["images"], ddim_images)
+
+
+def test_the_ode_samplers_from_the_command_line(trained, tmp_path):
+    """--sampler heun / dpm++ (ddpm_lib.ode): --steps counts network calls, the sampler is recorded, and the
+    images are those of the library call with the same seed."""
+    from ddpm_lib import dpm_solver_sample, heun_sample, model_from_checkpoint
+
+    common = ["--checkpoint", trained / "last.pt", "--n", 2, "--seed", 4, "--device", "cpu", "--weights", "model",
+              "--no-progress"]
+    model, schedule = model_from_checkpoint(load_checkpoint(trained / "last.pt"), weights="model")
+    for name, solve in (("heun", heun_sample), ("dpm++", dpm_solver_sample)):
+        result = run("sample", *common, "--sampler", name, "--steps", 3, "--out", tmp_path / name)
+        assert result.returncode == 0, result.stderr
+        assert f"({name}, 3 steps, seed 4)" in result.stdout
+        with np.load(tmp_path / name / "samples.npz") as f:
+            assert (str(f["sampler"]), int(f["steps"])) == (name, 3) and "eta" not in f.files
+            images = f["images"]
+        direct = solve(model, schedule, (2, 1, 32, 32), steps=3, seed=4)
+        assert np.abs(images.astype(int) - to_uint8(direct)[:, 0].numpy().astype(int)).max() <= 1
 
 
 @pytest.mark.parametrize("name", [[], ["--checkpoint", "mnist-conditional"]], ids=["default", "conditional"])
@@ -142,6 +162,8 @@ def test_yaml_config_is_read(tmp_path):
     (["sample", "--eta", "lots"], "--eta: invalid float value: 'lots'"),
     (["sample", "--sampler", "ddim", "--variance", "posterior"], "--variance is for --sampler ddpm"),
     (["sample", "--sampler", "plms"], "invalid choice: 'plms'"),
+    (["sample", "--sampler", "heun", "--eta", "0.5"], "--eta is for --sampler ddim"),
+    (["sample", "--sampler", "dpm++", "--variance", "beta"], "--variance is for --sampler ddpm (dpm++ adds no"),
     (["sample", "--label", "3"], "--label needs a class-conditional model; "),
     (["sample", "--guidance", "2"], "--guidance needs a class-conditional model; "),
     (["sample", "--label", "-1"], "--label: must be at least 0"),
