@@ -8,6 +8,7 @@ the chapters read every file of theirs from here, never from the repository arou
 
 from __future__ import annotations
 
+import os
 from importlib.resources import files
 from pathlib import Path
 
@@ -28,10 +29,11 @@ def config_names() -> list[str]:
 def resolve_config(name_or_path: str | Path) -> Path:
     """The YAML file a ``--config`` argument means: an existing file, or a shipped config's name.
 
-    A ValueError, one line naming the shipped configs, when it is neither.
+    A ValueError, one line naming the shipped configs, when it is neither. Anything at that path (a folder,
+    a device, a broken link or a loop of links) is returned as it is, so the reader's checks name what it is.
     """
     path = Path(name_or_path)
-    if path.is_file():
+    if os.path.lexists(path):
         return path
     shipped = CONFIGS / f"{path.name.removesuffix('.yml')}.yml"
     if path.parent == Path(".") and shipped.is_file():
