@@ -539,8 +539,8 @@ def sample_into(out: Path, args: argparse.Namespace, device, sampler: str, shipp
         model = model.to(memory_format=torch.channels_last)
     steps = args.steps
     if steps is None:
-        steps = (SHIPPED_CPU_STEPS if shipped_cpu else DDIM_DEFAULT_STEPS if sampler == "ddim"
-                 else ODE_DEFAULT_STEPS if sampler in ODE_SAMPLERS else schedule.T)
+        steps = (ODE_DEFAULT_STEPS if sampler in ODE_SAMPLERS else SHIPPED_CPU_STEPS if shipped_cpu
+                 else DDIM_DEFAULT_STEPS if sampler == "ddim" else schedule.T)
         steps = min(steps, schedule.T)
     if steps > schedule.T:
         raise UsageError(f"--steps {steps} is more than the {schedule.T} steps the model was trained with")

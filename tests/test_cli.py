@@ -81,6 +81,9 @@ def test_the_ode_samplers_from_the_command_line(trained, tmp_path):
             images = f["images"]
         direct = solve(model, schedule, (2, 1, 32, 32), steps=3, seed=4)
         assert np.abs(images.astype(int) - to_uint8(direct)[:, 0].numpy().astype(int)).max() <= 1
+    shipped = run("sample", "--sampler", "heun", "--n", 1, "--device", "cpu", "--no-progress", "--out",
+                  tmp_path / "shipped")                                     # the shipped model, no --steps
+    assert shipped.returncode == 0 and "(heun, 20 steps, seed 0)" in shipped.stdout, shipped.stderr
 
 
 @pytest.mark.parametrize("name", [[], ["--checkpoint", "mnist-conditional"]], ids=["default", "conditional"])
