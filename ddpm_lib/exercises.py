@@ -608,12 +608,9 @@ def _v_trials(generator):
     return out
 
 
-def _x0_from_v(s, x_t, t, v, *, sign=-1.0, swap=False, sqrt=True, at=0):
-    abar = _col(s.alphas_cumprod[t + at])
-    a, b = (abar.sqrt(), (1 - abar).sqrt()) if sqrt else (abar, 1 - abar)
-    if swap:
-        a, b = b, a
-    return a * x_t + sign * b * v
+def _x0_from_v(s, x_t, t, v, *, sign=-1.0, **slip):
+    """x_0 = sqrt(abar) x_t - sqrt(1 - abar) v: q_sample's combination with the sign flipped (see _q)."""
+    return _q(s, x_t, t, v, sign=sign, **slip)
 
 
 _register("ex-elbo-x0-from-v", FunctionExercise(
