@@ -3,7 +3,8 @@
 #               when the whole build passed)
 #   make test   unit tests; the whole book built executed on another CPU's arithmetic (one thread, ATen's
 #               default kernels), warnings and failed cells as errors; and every page of that build
-#               checked in headless Chromium (figures, tables, errors, widths, console, requests)
+#               checked in headless Chromium (figures, tables, errors, widths, console, requests); and
+#               the reader's path: every chapter of reader/notebooks run as in Colab, outside the checkout
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -77,6 +78,7 @@ test: setup browser-deps
 	$(MAKE) unit
 	$(MAKE) test-book
 	DDPM_BOOK_HTML=_build/test/html $(MAKE) browser-test
+	$(MAKE) test-reader
 
 # On a machine with a CUDA GPU: the GPU tests, then every chapter in the CUDA profile.
 test-gpu: setup
@@ -94,11 +96,12 @@ student: setup
 answer-key: setup
 	$(PY) scripts/answer_key.py
 
-# The reader's path: the wheel installed with its `reader` extra into a fresh Python 3.12 venv outside this
-# checkout, `ddpm --version`, `train --config NAME`, and chapters executed from copies there
-# (scripts/test_reader.sh; CHAPTERS="01_forward_process ..." picks them). Not part of `make test`.
-test-reader:
-	TORCH_INDEX=$(TORCH_INDEX) bash scripts/test_reader.sh
+# The reader's path (scripts/test_reader.sh): a fresh venv of Colab's Python with Colab's packages
+# (scripts/colab_runtime.txt) outside this checkout, the chapters' install cell run there with the wheel, and
+# every chapter of the reader's edition (reader/notebooks/) executed from a copy in a temporary folder.
+# CHAPTERS="01_forward_process ..." picks chapters; KEEP=1 keeps the folder.
+test-reader: setup
+	bash scripts/test_reader.sh
 
 bench: setup
 	$(PY) -m ddpm_lib bench --device cpu --quick

@@ -43,6 +43,19 @@ def error_pages(html: Path) -> list[str]:
                   if ERROR_OUTPUT.search(p.read_text(encoding="utf-8", errors="replace")))
 
 
+def offer_reader_edition(html: Path) -> int:
+    """Put the reader's edition (reader/notebooks/, plain Markdown) where a page's download button points
+    (_sources/notebooks/), in place of the MyST source that Colab and Jupyter would show raw. Returns how
+    many chapters were replaced."""
+    count = 0
+    for edition in sorted((ROOT / "reader" / "notebooks").glob("*.ipynb")):
+        offered = html / "_sources" / "notebooks" / edition.name
+        if offered.is_file():
+            shutil.copyfile(edition, offered)
+            count += 1
+    return count
+
+
 def build(config: dict, toc: dict, out: Path, *, strict: bool = True) -> int:
     """Build into out/.staging, then replace out/html with it if the build passed. Returns an exit code."""
     staging = out / ".staging"
@@ -73,6 +86,9 @@ def build(config: dict, toc: dict, out: Path, *, strict: bool = True) -> int:
         print(f"build failed (exit {code}) after {seconds:.0f} s; {out / 'html'} is left as it was "
               f"(the failed build is in {staging})")
         return code
+    offered = offer_reader_edition(built)
+    if offered:
+        print(f"the pages' download button offers the reader's edition of {offered} chapters")
     target, old = out / "html", out / ".html-old"
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():

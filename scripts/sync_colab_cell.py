@@ -51,11 +51,13 @@ def colab_cell_source(config: dict) -> str:
     return "\n".join([
         "# Installs ddpm_lib where it is missing (Colab, your own Jupyter); does nothing where it imports.",
         "# Written from _config.yml by scripts/sync_colab_cell.py: the tag or commit is repository.release.",
-        "import importlib.metadata, importlib.util",
+        "import importlib.metadata, importlib.util, sys",
         'if importlib.util.find_spec("ddpm_lib") is None:',
         "    # keep the torch this runtime has: pip may not replace it (nor ipykernel, never named here)",
         '    keep = f"torch=={importlib.metadata.version(\'torch\')}" if importlib.util.find_spec("torch") else ""',
         f'    %pip install -q "{install_target(config)}" {{keep}}',
+        '    if "ipywidgets" in sys.modules:   # an older ipywidgets is loaded; the sliders need 8',
+        '        print("Installed: restart the session once (Runtime > Restart session).")',
     ])
 
 

@@ -1,60 +1,116 @@
 #!/usr/bin/env bash
-# make test-reader: a chapter run as a reader runs it, outside this checkout.
+# make test-reader: every chapter run as a reader in Colab runs it, outside this checkout.
 #
-# Builds the wheel, installs it with its `reader` extra into a fresh Python 3.12 venv (Colab's Python) in
-# a temporary folder, and checks there, with no repository file in reach: `ddpm --version`, `train --config`
-# with a shipped config's name, and CHAPTERS (default: 01_forward_process A1_results) executed from copies
-# of the notebooks by a kernel of that venv, install cell included (ddpm_lib imports, so it does nothing),
-# in the CPU profile. PY312 names the interpreter (default: python3.12, else pyenv's 3.12); TORCH_INDEX the
-# index torch comes from (default: pip's). KEEP=1 leaves the folder for a look.
+# 1. Builds the wheel from the files git tracks (no stale build/ folder).
+# 2. Makes a fresh venv of Colab's Python (3.13; PYCOLAB names another interpreter) in a temporary folder
+#    and installs what a Colab runtime already has (scripts/colab_runtime.txt: ipykernel, ipywidgets,
+#    tornado, jupyter-client, matplotlib, numpy, torch ... at Colab's versions).
+# 3. Runs the chapters' install cell in a kernel of that venv, as a reader's first cell, with the release
+#    it names replaced by the wheel (this machine cannot reach the repository): it must install ddpm_lib,
+#    keep the runtime's torch, ipykernel, tornado and jupyter-client, and install no book toolchain.
+# 4. Checks `ddpm --version` and `train --config NAME` (a shipped config by its name).
+# 5. Executes every chapter of the reader's edition (reader/notebooks/, what the launch buttons open) from
+#    a copy in a folder that holds no repository file, in the CPU profile.
+# CHAPTERS="01_forward_process A1_results" runs only those; KEEP=1 leaves the folder for a look. The kernel
+# runs in the venv; the notebook runner (nbclient) is this checkout's .venv, so the venv holds only what a
+# Colab runtime holds plus what the install cell adds.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-find_py312() {                                            # pyenv's 3.12, else a python3.12 that runs
+RUNNER=${RUNNER:-$ROOT/.venv/bin/python}
+RUNTIME="$ROOT/scripts/colab_runtime.txt"
+want=$(sed -n 's/^# python \([0-9.]*\).*/\1/p' "$RUNTIME")
+find_python() {                                           # pyenv's Colab Python, else one on the PATH
     local p
-    for p in "$(pyenv root 2>/dev/null || echo /nonexistent)"/versions/3.12*/bin/python3 "$(command -v python3.12)"; do
-        if [ -x "$p" ] && "$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
+    for p in "$(pyenv root 2>/dev/null || echo /nonexistent)"/versions/"$want"*/bin/python3 \
+             "$(command -v "python$want" || true)"; do
+        if [ -x "$p" ] && "$p" -c "import sys; assert '%d.%d' % sys.version_info[:2] == '$want'" 2>/dev/null; then
             echo "$p"; return
         fi
     done
 }
-PY312=${PY312:-$(find_py312)}
-CHAPTERS=${CHAPTERS:-01_forward_process A1_results}
-[ -n "$PY312" ] && [ -x "$PY312" ] || { echo "error: test-reader needs Python 3.12: set PY312=/path/to/python3.12"; exit 2; }
+PYCOLAB=${PYCOLAB:-$(find_python)}
+[ -n "$PYCOLAB" ] && [ -x "$PYCOLAB" ] || { echo "error: test-reader needs Python $want (Colab's): set PYCOLAB=/path/to/python$want"; exit 2; }
+ALL=$(cd "$ROOT/reader/notebooks" && ls *.ipynb | sed 's/\.ipynb$//' | tr '\n' ' ')
+CHAPTERS=${CHAPTERS:-$ALL}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ddpm-reader.XXXXXX")
 [ "${KEEP:-0}" = 1 ] && echo "keeping $WORK" || trap 'rm -rf "$WORK"' EXIT
 start=$(date +%s)
 step() { echo "test-reader [$(( $(date +%s) - start )) s] $*"; }
 
-step "wheel of $ROOT (its files that git tracks or would, copied: no stale build/ folder)"
+step "wheel of $ROOT"
 mkdir "$WORK/src"
 git -C "$ROOT" ls-files -co --exclude-standard -z \
     | tar -C "$ROOT" --null -T - --ignore-failed-read -cf - 2>/dev/null | tar -C "$WORK/src" -xf -
-"$PY312" -m pip wheel "$WORK/src" --no-deps --quiet --disable-pip-version-check -w "$WORK/wheel"
+"$PYCOLAB" -m pip wheel "$WORK/src" --no-deps --quiet --disable-pip-version-check -w "$WORK/wheel"
 wheel=$(ls "$WORK"/wheel/ddpm_lib-*.whl)
 
-step "a fresh $("$PY312" --version) venv in $WORK/venv"
-"$PY312" -m venv "$WORK/venv"
-PIP=("$WORK/venv/bin/python" -m pip install --quiet --disable-pip-version-check)
-if [ -n "${TORCH_INDEX:-}" ]; then "${PIP[@]}" --index-url "$TORCH_INDEX" "torch>=2.4,<3"; fi
-"${PIP[@]}" "ddpm_lib[reader] @ file://$wheel" ipykernel nbclient
-# a kernel by a name of its own, so that no python3 kernel of another environment runs the chapters
-"$WORK/venv/bin/python" -m ipykernel install --prefix "$WORK/venv" --name ddpm-reader >/dev/null
+step "a fresh $("$PYCOLAB" --version) venv with Colab's packages ($RUNTIME)"
+"$PYCOLAB" -m venv "$WORK/venv"
+py="$WORK/venv/bin/python"
+"$py" -m pip install --quiet --disable-pip-version-check -r "$RUNTIME"
+"$py" -m ipykernel install --prefix "$WORK/venv" --name ddpm-reader >/dev/null
+export JUPYTER_PATH="$WORK/venv/share/jupyter"             # the runner finds that kernel, and only there
+freeze() { "$py" -m pip freeze --disable-pip-version-check | sort; }
+freeze >"$WORK/before.txt"
 
 mkdir "$WORK/reader"
 cd "$WORK/reader"                                          # no repository file here, nor on the path
 unset PYTHONPATH MPLBACKEND
-export DDPM_PROFILE=cpu
-py="$WORK/venv/bin/python"
-step "the package is the installed wheel"
-"$py" -c "import ddpm_lib, sys; assert sys.argv[1] in ddpm_lib.__file__, ddpm_lib.__file__" "$WORK/venv"
+export DDPM_PROFILE=cpu PYDEVD_DISABLE_FILE_VALIDATION=1   # (debugpy's note on Python 3.13)
+run_notebook() {                                           # NAME.ipynb in the venv's kernel
+    "$RUNNER" - "$1" <<'EOF'
+import sys, nbformat
+from nbclient import NotebookClient
+path = sys.argv[1]
+nb = nbformat.read(path, as_version=4)
+NotebookClient(nb, kernel_name="ddpm-reader", timeout=1800, allow_errors=False,
+               resources={"metadata": {"path": "."}}).execute()
+nbformat.write(nb, path)
+EOF
+}
+
+step "the install cell, as a reader's first cell (the release replaced by the wheel)"
+"$RUNNER" - "$ROOT/reader/notebooks/01_forward_process.ipynb" "$wheel" <<'EOF'
+import json, re, sys
+import nbformat
+cell = "".join(json.load(open(sys.argv[1]))["cells"][0]["source"])
+target = re.search(r'"(ddpm_lib\[reader\] @ [^"]+)"', cell)
+assert target, "the install cell names no ddpm_lib[reader] requirement"
+cell = cell.replace(target.group(1), f"ddpm_lib[reader] @ file://{sys.argv[2]}")
+nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell),
+                                     nbformat.v4.new_code_cell("import ddpm_lib; print(ddpm_lib.__file__)")])
+nbformat.write(nb, "install.ipynb")
+EOF
+run_notebook install.ipynb
+freeze >"$WORK/after.txt"
+"$py" - "$WORK/before.txt" "$WORK/after.txt" "$WORK/venv" <<'EOF'
+import sys
+def versions(path):
+    return dict(line.split("==", 1) if "==" in line else (line.split(" @ ")[0], line)
+                for line in open(path).read().split("\n") if line)
+before, after = versions(sys.argv[1]), versions(sys.argv[2])
+norm = lambda n: n.lower().replace("_", "-")
+before, after = ({norm(k): v for k, v in d.items()} for d in (before, after))
+kept = ["ipykernel", "ipython", "tornado", "jupyter-client", "traitlets", "torch", "numpy", "notebook"]
+changed = [f"{n} {before[n]} -> {after.get(n)}" for n in kept if before.get(n) != after.get(n)]
+assert not changed, f"the install cell changed the runtime's {changed}"
+toolchain = [n for n in after if n not in before and n in ("jupyter-book", "jupyterlab", "sphinx", "jupyter-server")]
+assert not toolchain, f"the install cell installed the book's toolchain: {toolchain}"
+assert "ddpm-lib" in after, "the install cell did not install ddpm_lib"
+added = sorted(f"{n} {after[n]}" for n in after if before.get(n) != after[n])
+print("  the install cell added or changed:", ", ".join(added))
+import ddpm_lib
+assert sys.argv[3] in ddpm_lib.__file__, ddpm_lib.__file__
+EOF
+
+step "ddpm --version; train --config mnist_small (a shipped config, by name), two steps"
 [ "$("$WORK/venv/bin/ddpm" --version)" = "ddpm_lib $("$py" -c 'import ddpm_lib; print(ddpm_lib.__version__)')" ]
-step "train --config mnist_small (a shipped config, by name), two steps"
 "$py" -m ddpm_lib train --config mnist_small --preset tiny --steps 2 --warmup-steps 1 --lr-decay-steps 0 \
     --batch-size 4 --device cpu --no-progress --out "$WORK/reader/run" >/dev/null
+
 for chapter in $CHAPTERS; do
-    cp "$ROOT/notebooks/$chapter.ipynb" .
-    step "executing $chapter.ipynb"
-    "$WORK/venv/bin/jupyter-execute" --kernel_name=ddpm-reader --timeout=1800 "$chapter.ipynb" \
-        >"$chapter.log" 2>&1 || { tail -40 "$chapter.log"; echo "error: $chapter failed"; exit 1; }
+    cp "$ROOT/reader/notebooks/$chapter.ipynb" .
+    step "executing $chapter.ipynb (the reader's edition)"
+    run_notebook "$chapter.ipynb" >"$chapter.log" 2>&1 || { tail -40 "$chapter.log"; echo "error: $chapter failed"; exit 1; }
 done
-step "passed"
+step "passed: $(echo $CHAPTERS | wc -w) chapters"

@@ -116,3 +116,17 @@ def test_the_deploy_check_refuses_another_repositorys_url(capsys):
     assert sync.main(["--check", "--expect-url", "https://github.com/someone/else"]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "https://github.com/someone/else" in err
+
+
+@pytest.mark.parametrize("loaded", [True, False])
+def test_it_asks_for_a_restart_only_when_an_older_ipywidgets_is_loaded(shell, monkeypatch, capsys, loaded):
+    """Colab ships ipywidgets 7: the cell installs 8, which a kernel that has imported 7 will not use."""
+    import sys
+
+    monkeypatch.setattr(importlib.util, "find_spec", missing("ddpm_lib"))
+    if loaded:
+        monkeypatch.setitem(sys.modules, "ipywidgets", object())
+    else:
+        monkeypatch.delitem(sys.modules, "ipywidgets", raising=False)
+    run(shell, install_cell(NOTEBOOKS[0]))
+    assert ("restart the session" in capsys.readouterr().out) == loaded
