@@ -231,12 +231,15 @@ def plain_markdown(text: str, state: dict, links: Links, where: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip("\n")
 
 
-def header(config: dict, name: str) -> str:
+def header(config: dict, name: str, edition: str = "reader") -> str:
+    if edition == "student":
+        return ("*The student edition of this chapter: the exercises without their solutions. Each check "
+                "says whether your answer is right.*")
     return (f"*The reader's edition of this chapter, for Colab and Jupyter. The same chapter, with its "
             f"figures, is in [the HTML book]({book_url(config)}/notebooks/{name}.html).*")
 
 
-def reader_notebook(nb: dict, name: str, config: dict, links: Links) -> dict:
+def reader_notebook(nb: dict, name: str, config: dict, links: Links, edition: str = "reader") -> dict:
     """A copy of the source notebook ``nb`` in plain Markdown, outputs cleared."""
     nb = copy.deepcopy(nb)
     state, cells = {"solution": False}, []
@@ -256,7 +259,7 @@ def reader_notebook(nb: dict, name: str, config: dict, links: Links) -> dict:
         cells.append(cell)
     first = next(c for c in cells if c["cell_type"] == "markdown")   # under the chapter's title
     title, _, rest = first["source"].partition("\n")
-    first["source"] = f"{title}\n\n{header(config, name)}\n{rest}".rstrip("\n")
+    first["source"] = f"{title}\n\n{header(config, name, edition)}\n{rest}".rstrip("\n")
     for cell in cells:
         text = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
         lines = text.split("\n")

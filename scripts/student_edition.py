@@ -1,6 +1,7 @@
 """The student edition: every chapter without its solutions, for a course page.
 
     python scripts/student_edition.py                  # -> _build/student/notebooks/*.ipynb and a zip
+                                                       #    (plain Markdown, as Colab and Jupyter show it)
     python scripts/student_edition.py --html           # ... and the HTML book of those notebooks
     python scripts/student_edition.py --out DIR        # into DIR instead of _build/student
 
@@ -24,6 +25,9 @@ import zipfile
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reader_edition  # noqa: E402  (scripts/ is not a package)
 
 ROOT = Path(__file__).resolve().parents[1]
 START = re.compile(r"```\{solution-start\}[^\n]*\n(:[^\n]*\n)*```\n?")
@@ -67,14 +71,21 @@ def student_notebook(nb: dict) -> dict:
     return nb
 
 
-def write_notebooks(out: Path) -> list[Path]:
+def write_notebooks(out: Path, *, plain: bool = True) -> list[Path]:
+    """The student notebooks into ``out / "notebooks"`` and a zip of them. ``plain``: in the reader's
+    plain Markdown (scripts/reader_edition.py), as students open them in Colab or Jupyter; else in MyST,
+    for the HTML build."""
     folder = out / "notebooks"
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     written = []
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    links = reader_edition.Links(config) if plain else None
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         nb = student_notebook(json.loads(path.read_text()))
+        if plain:
+            nb = reader_edition.reader_notebook(nb, path.stem, config, links, edition="student")
         target = folder / path.name
         target.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
         written.append(target)
@@ -91,7 +102,8 @@ def build_html(out: Path, execute: bool) -> int:
         shutil.rmtree(source)
     source.mkdir()
     shutil.copytree(ROOT / "book", source / "book")
-    shutil.copytree(out / "notebooks", source / "notebooks")
+    write_notebooks(source, plain=False)                  # MyST, for sphinx-exercise
+    (source / ZIP_NAME).unlink()
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     for name in ("intro.md", "index.md"):
         if (ROOT / name).is_file():

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from test_book import CHAPTERS, answer_texts, cells, solution_markdown, source
+from test_reader_edition import myst_left
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +62,8 @@ def test_no_solution_and_no_answer_in_the_student_edition(edition, nb_path):
     markdown = "\n".join(source(c) for c in cells(nb_path) if c["cell_type"] == "markdown")
     labels = re.findall(r"```\{exercise-start\}\s*\n:label: (\S+)", markdown)
     student_markdown = "\n".join(source(c) for c in student["cells"] if c["cell_type"] == "markdown")
-    assert re.findall(r"```\{exercise-start\}\s*\n:label: (\S+)", student_markdown) == labels
+    assert re.findall(r"\*\*Exercise\*\* `(\S+)`", student_markdown) == labels
+    assert not [found for c in student["cells"] if c["cell_type"] == "markdown" and (found := myst_left(source(c)))]
     for label in labels:                                  # every exercise keeps its task and its check
         assert f'"{label}"' in text
         for answer in answer_texts(label) - {"(a)", "(b)", "(c)", "(d)"}:     # the options stay
