@@ -17,6 +17,7 @@ export PYTHONHASHSEED := 0
 # default kernels instead of AVX2), while `make book` keeps this machine's defaults, so both kinds of
 # arithmetic are exercised. `make test` runs each chapter once: its executed build (allow_errors: false,
 # warnings as errors) fails on any failing cell as nbval would, and gives the pages the browser checks.
+# The executed book and the reader's path run side by side, one thread each (the two cores of a CI machine).
 PORTABLE := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default
 # TORCH_INDEX: the package index torch and torchvision come from (book/setup.md). Empty (the default): pip's
 # default index, whose Linux torch is a CUDA build (~3 GB to download with its libraries). A CPU-only
@@ -76,9 +77,8 @@ browser-test: setup browser-deps
 test: setup browser-deps
 	$(MAKE) lint
 	$(MAKE) unit
-	$(MAKE) test-book
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(MAKE) -j2 --output-sync=line test-book test-reader
 	DDPM_BOOK_HTML=_build/test/html $(MAKE) browser-test
-	$(MAKE) test-reader
 
 # On a machine with a CUDA GPU: the GPU tests, then every chapter in the CUDA profile.
 test-gpu: setup

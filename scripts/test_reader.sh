@@ -11,6 +11,8 @@
 # 4. Checks `ddpm --version` and `train --config NAME` (a shipped config by its name).
 # 5. Executes every chapter of the reader's edition (reader/notebooks/, what the launch buttons open) from
 #    a copy in a folder that holds no repository file, in the CPU profile.
+# 6. Executes every chapter of the student edition (`make student`) there too, every exercise blank: each
+#    check must say "no answer yet" and no cell may fail (STUDENT=0 skips it).
 # CHAPTERS="01_forward_process A1_results" runs only those; KEEP=1 leaves the folder for a look. The kernel
 # runs in the venv; the notebook runner (nbclient) is this checkout's .venv, so the venv holds only what a
 # Colab runtime holds plus what the install cell adds.
@@ -113,4 +115,24 @@ for chapter in $CHAPTERS; do
     step "executing $chapter.ipynb (the reader's edition)"
     run_notebook "$chapter.ipynb" >"$chapter.log" 2>&1 || { tail -40 "$chapter.log"; echo "error: $chapter failed"; exit 1; }
 done
-step "passed: $(echo $CHAPTERS | wc -w) chapters"
+if [ "${STUDENT:-1}" = 1 ]; then
+    "$RUNNER" "$ROOT/scripts/student_edition.py" --out "$WORK/student" >/dev/null
+    mkdir "$WORK/reader/student" && cd "$WORK/reader/student"
+    for chapter in $CHAPTERS; do
+        cp "$WORK/student/notebooks/$chapter.ipynb" .
+        step "executing $chapter.ipynb (the student edition: every exercise blank)"
+        run_notebook "$chapter.ipynb" >"$chapter.log" 2>&1 || { tail -40 "$chapter.log"; echo "error: student $chapter failed"; exit 1; }
+        "$RUNNER" - "$chapter.ipynb" <<'EOF'
+import json, re, sys
+nb = json.load(open(sys.argv[1]))
+text = lambda c: "".join(c["source"])
+markdown = "".join(text(c) for c in nb["cells"] if c["cell_type"] == "markdown")
+labels = re.findall(r"\*\*Exercise\*\* `(\S+)`", markdown)
+said = "".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code"
+               for o in c["outputs"])
+blank = [label for label in labels if not re.search(re.escape(label) + r".*no answer yet", said)]
+assert not blank, f"{sys.argv[1]}: no 'no answer yet' from the checks of {blank}"
+EOF
+    done
+fi
+step "passed: $(echo $CHAPTERS | wc -w) chapters, as the reader's and the student edition"

@@ -131,3 +131,14 @@ def test_the_download_button_offers_the_reader_edition(tmp_path):
     (sources / "01_forward_process.ipynb").write_text("MyST source")
     assert build_book.offer_reader_edition(tmp_path) == 1
     assert (sources / "01_forward_process.ipynb").read_text() == (EDITION / "01_forward_process.ipynb").read_text()
+
+
+def test_the_launch_buttons_open_the_reader_edition():
+    """sphinx-book-theme's Colab/Binder URL is repository.url/blob/branch/path_to_book/PAGE.ipynb."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    toc = (ROOT / "_toc.yml").read_text()
+    assert config["repository"]["path_to_book"] == "reader"
+    pages = re.findall(r"file:\s*(notebooks/\S+)", toc)
+    assert pages and all((ROOT / "reader" / f"{page}.ipynb").is_file() for page in pages)
