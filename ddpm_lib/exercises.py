@@ -776,11 +776,13 @@ _register("ex-unet-embedding", FunctionExercise(
     "the sinusoidal time embedding", "my_embedding(t, dim) -> (B, dim)",
     trials=_embedding_trials, reference=_embedding_reference,
     mistakes=(
-        ("the halves are swapped: the cosines come first, then the sines",
+        ("sines first is Ho et al.'s own order, a fine convention; in this book's timestep_embedding "
+         "(as in improved-diffusion) the cosines come first, then the sines",
          lambda t, dim: _emb(t, dim, order="sin-cos")),
         ("cos and sin are interleaved: put all the cosines first, then all the sines",
          lambda t, dim: _emb(t, dim, order="interleaved")),
-        ("the frequencies: f_k = 10000^(-k / (d/2)); that divides k by d/2 - 1",
+        ("the frequencies: dividing k by d/2 - 1 is Ho et al.'s own spacing, a fine convention; "
+         "this book's (improved-diffusion's) is f_k = 10000^(-k / (d/2))",
          lambda t, dim: _emb(t, dim, denominator=lambda h: h - 1)),
         ("the frequencies: f_k = 10000^(-k / (d/2)); that divides k by d",
          lambda t, dim: _emb(t, dim, denominator=lambda h: 2 * h)),
