@@ -1087,12 +1087,19 @@ _register("ex-ddim-loop", ValueExercise(
     atol=1e-4, inputs=("model", "schedule", "x_T")))
 
 
-def _budget(delta: float = 0.03, ddpm_steps: int = 1000) -> tuple[int, float]:
-    from .metrics import sampler_quality_summary
-    ddim = [r for r in sampler_quality_summary() if r["sampler"] == "ddim-eta0"]
-    best = max(r["confident"] for r in ddim)
-    enough = min(r["steps"] for r in ddim if r["confident"] >= best - delta)
-    return enough, ddpm_steps / enough
+def _budget(steps: int = 20, key: str = "frechet", ddof: int = 1, per_seed: bool = True,
+            sign: float = 1.0) -> tuple[float, float]:
+    """DDIM (eta 0) minus DDPM at ``steps`` steps on ``key``: the difference of the means over seeds
+    and its standard error sqrt(s_a^2 / n_a + s_b^2 / n_b), from the rows of sampler_quality.json."""
+    import json
+    from .metrics import SAMPLER_QUALITY
+    rows = json.loads(SAMPLER_QUALITY.read_text())["rows"]
+    values = {name: np.array([r[key] for r in rows if r["sampler"] == name and r["steps"] == steps])
+              for name in ("ddim-eta0", "ddpm")}
+    a, b = values["ddim-eta0"], values["ddpm"]
+    n_a, n_b = (len(a), len(b)) if per_seed else (1, 1)
+    se = math.sqrt(a.var(ddof=ddof) / n_a + b.var(ddof=ddof) / n_b)
+    return sign * float(a.mean() - b.mean()), se
 
 
 _register("ex-perf-mfu", ValueExercise(
@@ -1115,12 +1122,17 @@ _register("ex-perf-hours", ValueExercise(
 
 
 _register("ex-ddim-budget", ValueExercise(
-    "where DDIM's curve flattens", expected=lambda: _budget(),
+    "DDIM against DDPM at 20 steps", expected=lambda: _budget(),
     mistakes=lambda: [
-        ("3 percentage points is 0.03 of the shares in summary (they are fractions, not %)",
-         _budget(delta=3.0)),
-        ("the ratio: DDPM's 1,000 steps divided by DDIM's steps", (_budget()[0],
-                                                                   1 / _budget()[1]))]))
+        ("the sign: DDIM's mean minus DDPM's (negative when DDIM's distance is lower)",
+         _budget(sign=-1.0)),
+        ("the standard deviation over 3 seeds divides by n - 1 = 2 (the sample standard "
+         "deviation), not by n", _budget(ddof=0)),
+        ("that is the spread of one seed's difference: the standard error of a mean of n seeds "
+         "divides each variance by n", _budget(per_seed=False)),
+        ("that is the confident share; the question asks for the Frechet distance",
+         _budget(key="confident"))],
+    rtol=1e-3))
 
 
 def _ddim_trials(generator):
@@ -1160,6 +1172,50 @@ _register("ex-ddim-step", FunctionExercise(
          lambda *a: _ddim_variant(*a, use="t")),
         ("the sign of the direction term: + sqrt(1 - abar_prev) eps",
          lambda *a: _ddim_variant(*a, sign=-1.0)),
+    )))
+
+def _invert_standin(x, t):
+    """A stand-in eps network that depends on the timestep it is told, so a wrong one shows."""
+    return 0.4 * x + 0.003 * t.to(x.dtype).reshape(-1, 1, 1, 1)
+
+
+def _invert_trials(generator):
+    out = []
+    for steps in (5, 3, 8):
+        s = _short_schedule(generator)
+        out.append((_invert_standin, s, _images(generator).clamp(-1, 1), steps))
+    return out
+
+
+def _invert_reference(eps_model, schedule, x0, steps):
+    from .sampling import ddim_invert
+    return ddim_invert(eps_model, schedule, x0, steps, device="cpu")
+
+
+def _invert_variant(eps_model, schedule, x0, steps, *, timestep="end", first="one"):
+    s = schedule.respace(steps)
+    abar = s.alphas_cumprod
+    x = x0
+    for j in range(s.T):
+        t = torch.full((x.shape[0],), j if timestep != "start" else max(j - 1, 0))
+        eps = eps_model(x, t if timestep == "index" else s.timestep_map[t])
+        a_from = abar[j - 1] if (j > 0 or first == "wrap") else torch.ones_like(abar[0])
+        x0_pred = (x - (1 - a_from).sqrt() * eps) / a_from.sqrt()
+        x = abar[j].sqrt() * x0_pred + (1 - abar[j]).sqrt() * eps
+    return x
+
+
+_register("ex-ddim-invert", FunctionExercise(
+    "DDIM inversion", "my_ddim_invert(eps_model, schedule, x0, steps) -> x_T shaped like x0",
+    trials=_invert_trials, reference=_invert_reference,
+    mistakes=(
+        ("the network is told the timestep of the step's end, timestep_map[j] (the one sampling "
+         "uses for the same step), not of its start",
+         lambda *a: _invert_variant(*a, timestep="start")),
+        ("the model takes the original timestep schedule.respace(steps).timestep_map[j], not the "
+         "index j", lambda *a: _invert_variant(*a, timestep="index")),
+        ("the first step starts from the clean image, abar = 1: alphas_cumprod[j - 1] at j = 0 "
+         "is the last entry, abar at T", lambda *a: _invert_variant(*a, first="wrap")),
     )))
 
 _register("ex-ddim-why-no-retraining", ChoiceExercise(
@@ -1213,6 +1269,39 @@ _register("ex-cond-guidance", FunctionExercise(
          lambda c, u, w: c + w * (u - c)),
         ("forgot the unconditional prediction: eps_uncond + w (eps_cond - eps_uncond)",
          lambda c, u, w: w * c),
+    )))
+
+
+def _classifier_trials(generator):
+    out = []
+    for w in (2.5, 0.5, 4.0):
+        abar = 0.05 + 0.9 * torch.rand(6, generator=generator, dtype=torch.float64)
+        out.append((_images(generator), _images(generator), abar, w))
+    return out
+
+
+def _classifier_reference(eps_uncond, grad_log_py, abar_t, w, *, sign=1.0, scale="sd"):
+    """Bayes' rule on scores, tilted: score = score_uncond + w grad log p(y | x_t), and
+    eps = -sqrt(1 - abar) score (chapter 2), so score_uncond = -eps_uncond / sqrt(1 - abar)."""
+    sd = _col((1 - abar_t).sqrt())
+    score = -eps_uncond / sd + sign * w * grad_log_py
+    if scale == "sd":
+        return -sd * score
+    factor = {"none": 1.0, "variance": sd ** 2}[scale]
+    return eps_uncond - sign * w * factor * grad_log_py
+
+
+_register("ex-cond-classifier", FunctionExercise(
+    "guidance with a classifier's gradient",
+    "classifier_guided(eps_uncond, grad_log_py, abar_t, w) -> eps shaped like eps_uncond",
+    trials=_classifier_trials, reference=_classifier_reference,
+    mistakes=(
+        ("the sign: eps is minus sqrt(1 - abar) times the score, so the classifier's gradient is "
+         "subtracted", lambda *a: _classifier_reference(*a, sign=-1.0)),
+        ("a score becomes a noise prediction times sqrt(1 - abar_t): the gradient needs that factor",
+         lambda *a: _classifier_reference(*a, scale="none")),
+        ("that factor is sqrt(1 - abar_t), the noise's standard deviation, not its variance",
+         lambda *a: _classifier_reference(*a, scale="variance")),
     )))
 
 

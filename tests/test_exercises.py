@@ -31,13 +31,14 @@ def _tilde(i):
 
 
 def _ddim_budget():
+    """Frechet distance at 20 steps, DDIM (eta 0) minus DDPM: difference of the seed means and its
+    standard error, from the raw rows."""
     rows = json.loads(SAMPLER_QUALITY.read_text())["rows"]
-    confident = defaultdict(list)
+    fd = defaultdict(list)
     for r in rows:
-        confident[r["sampler"], int(r["steps"])].append(r["confident"])
-    ddim = {steps: np.mean(v) for (s, steps), v in confident.items() if s == "ddim-eta0"}
-    enough = min(k for k, v in ddim.items() if v >= max(ddim.values()) - 0.03)
-    return enough, 1000 / enough
+        fd[r["sampler"], int(r["steps"])].append(r["frechet"])
+    a, b = np.array(fd["ddim-eta0", 20]), np.array(fd["ddpm", 20])
+    return a.mean() - b.mean(), math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
 
 
 INDEPENDENT = {
@@ -256,7 +257,25 @@ def _tweedie_x0(s, x_t, t, score):
     return (x_t + (1 - abar) * score) / abar.sqrt()
 
 
+def _invert(model, s, x0, steps, start=False):
+    short = s.respace(steps)
+    abar = torch.cat([torch.ones(1, dtype=torch.float64), short.alphas_cumprod])
+    x = x0
+    for j in range(steps):
+        t = torch.full((x.shape[0],), j - 1 if start and j > 0 else j)
+        eps = model(x, short.timestep_map[t])
+        x = abar[j + 1].sqrt() * (x - (1 - abar[j]).sqrt() * eps) / abar[j].sqrt() \
+            + (1 - abar[j + 1]).sqrt() * eps
+    return x
+
+
+def _classifier(e, g, abar, w, sign=-1.0):
+    return e + sign * w * (1 - abar).sqrt().reshape(-1, 1, 1, 1) * g
+
+
 FUNCTIONS = {
+    "ex-ddim-invert": (_invert, [(lambda *a: _invert(*a, start=True), "timestep of the step's end")]),
+    "ex-cond-classifier": (_classifier, [(lambda *a: _classifier(*a, sign=1.0), "the sign")]),
     "ex-elbo-tweedie": (_tweedie_x0, [(lambda s, x, t, g: _tweedie_x0(s, x, t, -g), "the sign"),
                                       (lambda s, x, t, g: _tweedie_x0(s, x, t, g) * s.alphas_cumprod[t].reshape(
                                           -1, 1, 1, 1).sqrt(), "divide by sqrt(abar)")]),
