@@ -100,9 +100,13 @@ class TutorialLoop:
         self.total_loss += loss.item()                                     # a host sync every step
         loss.backward()
         self.optimizer.step()
-        with torch.no_grad():                                              # EMA one parameter at a time
-            for ema_p, p in zip(self.ema, self.model.parameters()):
-                ema_p.mul_(self.ema_decay).add_(p.detach(), alpha=1 - self.ema_decay)
+        with torch.no_grad():
+            self.update_ema()
+
+    def update_ema(self) -> None:
+        """The tutorial's EMA: one parameter at a time."""
+        for ema_p, p in zip(self.ema, self.model.parameters()):
+            ema_p.mul_(self.ema_decay).add_(p.detach(), alpha=1 - self.ema_decay)
 
     @torch.no_grad()
     def sample_one(self, steps: int) -> torch.Tensor:
@@ -230,20 +234,8 @@ def ladder(device: str = "auto", preset: str | None = None, quick: bool = True) 
     train_row("tutorial loop", loop, "fp32, host t lookup, per-parameter EMA, loss.item() each step")
 
     class ForeachEMA(TutorialLoop):
-        def train_step(self):
-            idx = torch.randint(0, self.data.shape[0], (self.batch_size,))
-            x = self.data[idx].to(self.device)
-            t = torch.randint(0, self.T, (self.batch_size,))
-            e = torch.randn_like(x)
-            a = self.alpha[t].view(self.batch_size, 1, 1, 1).to(self.device)
-            out = self.model(torch.sqrt(a) * x + torch.sqrt(1 - a) * e, t.to(self.device))
-            self.optimizer.zero_grad()
-            loss = self.criterion(out, e)
-            self.total_loss += loss.item()
-            loss.backward()
-            self.optimizer.step()
-            with torch.no_grad():
-                torch._foreach_lerp_(self.ema, [p.detach() for p in self.model.parameters()], 1 - self.ema_decay)
+        def update_ema(self):                                              # the tutorial's step, one fused EMA
+            torch._foreach_lerp_(self.ema, [p.detach() for p in self.model.parameters()], 1 - self.ema_decay)
 
     train_row("+ foreach EMA", ForeachEMA(UNet.from_preset(preset), data, dev, 64), "one fused update for all weights")
     cl = ForeachEMA(UNet.from_preset(preset).to(memory_format=torch.channels_last),

@@ -268,6 +268,13 @@ def load_checkpoint_or_previous(path: str | Path) -> tuple[dict, str | None]:
         return ckpt, f"{problem}; resuming from {previous} (step {ckpt['step']}) instead"
 
 
+def ema_weights(ckpt: dict) -> dict:
+    """The EMA weights' state dict of a loaded checkpoint: a training checkpoint keeps them under
+    ``ema["module"]`` beside the EMA's counters, a weights file (and a shipped model) as ``ema`` itself."""
+    ema = ckpt["ema"]
+    return ema["module"] if isinstance(ema, dict) and "module" in ema else ema
+
+
 def model_from_checkpoint(ckpt: dict, *, weights: str = "ema", device: str | torch.device = "cpu",
                           in_channels: int | None = None, preset: str | None = None,
                           schedule: NoiseSchedule | None = None) -> tuple[UNet, NoiseSchedule]:
@@ -283,7 +290,7 @@ def model_from_checkpoint(ckpt: dict, *, weights: str = "ema", device: str | tor
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
     if weights not in ckpt:
         raise CheckpointError(f"{name} holds no {weights!r} weights")
-    state = ckpt[weights]["module"] if weights == "ema" and "module" in ckpt[weights] else ckpt[weights]
+    state = ema_weights(ckpt) if weights == "ema" else ckpt[weights]
     model_config = checked_model_config(ckpt["model_config"], state, name)
     channels = model_config.get("in_channels", 1)
     if in_channels is not None and channels != in_channels:

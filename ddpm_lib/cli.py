@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Sequence
 
 EXIT_USAGE, EXIT_FAILURE = 2, 1
-# Seeds: train seeds each process's generator with seed * 1000 + rank (+ 1), which must stay below 2**63;
-# sample seeds one torch.Generator, which takes up to 2**64 - 1.
-# (the API's ddpm_lib.sampling.MAX_SEED; a test checks they agree).
-MAX_TRAIN_SEED, MAX_SAMPLE_SEED = 2**63 // 1000 - 1, 2**64 - 1
+# Seeds: the limits of the library (train: RunConfig's seed rule; sample: one torch.Generator, up to 2**64 - 1).
+from .config import MAX_TRAIN_SEED  # noqa: E402
+from .sampling import MAX_SEED as MAX_SAMPLE_SEED  # noqa: E402
 RUN_FILES = ("last.pt", "prev.pt", "log.csv")                              # what a run folder holds
 SAMPLE_FILES = ("samples.npz", "samples.png")
 # What to lower when a command runs out of memory.
@@ -356,7 +355,7 @@ def check_sample_output(out: Path, overwrite: bool) -> Path:
 
 def sample_labels(model, ckpt: dict, args: argparse.Namespace):
     """The (N,) labels and the guidance weight for ``sample`` (None, 1.0 for an unconditional model)."""
-    import torch
+    from .sampling import class_labels
 
     classes = getattr(model, "num_classes", None)
     if not classes:
@@ -368,9 +367,7 @@ def sample_labels(model, ckpt: dict, args: argparse.Namespace):
     if args.label is not None and args.label >= classes:
         raise UsageError(f"--label must be from 0 to {classes - 1} for this model, got {args.label}")
     guidance = args.guidance if args.guidance is not None else float(ckpt.get("default_guidance", 1.0))
-    if args.label is not None:
-        return torch.full((args.n,), args.label, dtype=torch.long), guidance
-    return torch.arange(args.n) % classes, guidance                        # 0, 1, ..., K-1, 0, 1, ...
+    return class_labels(args.n, classes, label=args.label), guidance       # --label, or 0, 1, ..., K-1, 0, ...
 
 
 def write_samples(out: Path, images, pixels, **record) -> None:

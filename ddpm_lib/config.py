@@ -21,6 +21,10 @@ from .unet import MAX_CLASSES, PRESETS
 RESUME_FIXED = ("dataset", "preset", "num_classes", "label_dropout", "label_lr_scale", "schedule", "timesteps",
                 "batch_size", "lr", "warmup_steps", "weight_decay", "grad_clip", "ema_decay", "seed")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+# Training seeds process r's generators with seed * SEED_STRIDE + r (+ 1 for torch's global one), which must
+# stay below 2**63: the largest seed a run may have (the CLI's --seed limit too).
+SEED_STRIDE = 1000
+MAX_TRAIN_SEED = 2**63 // SEED_STRIDE - 1
 
 
 def _setting(default: Any, help: str) -> Any:                              # noqa: A002 - argparse's word
@@ -101,8 +105,8 @@ class RunConfig:
              f"grad-clip must be a positive number, got {self.grad_clip!r}"),
             (_is_num(self.ema_decay) and 0 <= self.ema_decay < 1,
              f"ema-decay must lie in [0, 1), got {self.ema_decay!r}"),
-            (_is_int(self.seed) and 0 <= self.seed < 2**63 // 1000,
-             f"seed must be an integer from 0 to {2**63 // 1000 - 1}, got {self.seed!r}"),
+            (_is_int(self.seed) and 0 <= self.seed <= MAX_TRAIN_SEED,
+             f"seed must be an integer from 0 to {MAX_TRAIN_SEED}, got {self.seed!r}"),
             (_is_int(self.checkpoint_every) and self.checkpoint_every >= 1,
              f"checkpoint-every must be an integer >= 1, got {self.checkpoint_every!r}"),
             (_is_int(self.log_every) and self.log_every >= 1,

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -153,11 +154,17 @@ def check_images(data: Tensor) -> None:
                          "(scale images with ddpm_lib.data.to_model_range)")
 
 
-def check_labels(labels: Tensor, n: int, num_classes: int) -> None:
-    """Raise ValueError unless ``labels`` is an integer tensor (n,) with values in 0..num_classes-1."""
-    if not isinstance(labels, Tensor) or tuple(labels.shape) != (n,) or labels.is_floating_point():
-        raise ValueError(f"labels must be an integer tensor of shape ({n},), got "
-                         f"{tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__}")
-    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+def check_labels(labels: Tensor | int | Sequence[int], n: int, num_classes: int) -> Tensor:
+    """``labels`` as a LongTensor (n,) on the CPU (one int repeats n times); ValueError unless they are
+    integers (not floats or bools) with values in 0..num_classes-1. The one label rule: training data
+    and sampling (:func:`ddpm_lib.sampling.check_labels`) both check with it."""
+    y = torch.as_tensor(labels).cpu()
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise ValueError(f"labels must be integers, got {y.dtype}")
+    y = y.long().expand(n).clone() if y.dim() == 0 else y.long()
+    if tuple(y.shape) != (n,):
+        raise ValueError(f"labels must be one integer or {n} of them, got shape {tuple(y.shape)}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ValueError(f"labels must lie in 0..{num_classes - 1} (num_classes={num_classes}), got values from "
-                         f"{int(labels.min())} to {int(labels.max())}")
+                         f"{int(y.min())} to {int(y.max())}")
+    return y

@@ -42,7 +42,7 @@ from torch import nn
 
 from .config import RunConfig
 from .images import make_grid, save_grid
-from .sampling import ddpm_sample
+from .sampling import class_labels, ddpm_sample
 from .schedule import NoiseSchedule
 
 TENSORBOARD_MISSING = ("--tensorboard needs the tensorboard package, which is not installed: "
@@ -82,7 +82,7 @@ def sample_labels(num_classes: int | None) -> tuple[torch.Tensor | None, int, in
     if num_classes is None:
         return None, SAMPLE_IMAGES, math.isqrt(SAMPLE_IMAGES)
     rows = min(num_classes, MAX_LABEL_ROWS)
-    return torch.arange(rows).repeat_interleave(PER_LABEL), rows * PER_LABEL, PER_LABEL
+    return class_labels(rows * PER_LABEL, num_classes, per_class=PER_LABEL), rows * PER_LABEL, PER_LABEL
 
 
 class RunMonitor:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .data import check_labels as data_labels
 from .schedule import NoiseSchedule
 
 Model = Callable[[Tensor, Tensor], Tensor]
@@ -77,21 +78,22 @@ def guided(model: Callable[..., Tensor], labels: Tensor | None, guidance: float 
 
 
 def check_labels(labels: Tensor | int | Sequence[int] | None, n: int, model: Callable) -> Tensor | None:
-    """``labels`` as a LongTensor (n,) on the CPU (an int repeats), after checking the model takes them."""
+    """``labels`` as a LongTensor (n,) on the CPU (an int repeats), after checking the model takes them
+    (the rule is :func:`ddpm_lib.data.check_labels`)."""
     if labels is None:
         return None
     num_classes = getattr(model, "num_classes", None)
     if num_classes is None:
         raise ValueError("labels were given but the model is unconditional (it has no num_classes)")
-    y = torch.as_tensor(labels).cpu()
-    if y.is_floating_point() or y.dtype == torch.bool:
-        raise ValueError(f"labels must be integers, got {y.dtype}")
-    y = y.long().expand(n).clone() if y.dim() == 0 else y.long()
-    if tuple(y.shape) != (n,):
-        raise ValueError(f"labels must be one integer or {n} of them, got shape {tuple(y.shape)}")
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got values from {int(y.min())} to {int(y.max())}")
-    return y
+    return data_labels(labels, n, num_classes)
+
+
+def class_labels(n: int, num_classes: int, *, per_class: int = 1, label: int | None = None) -> Tensor:
+    """Labels (n,) for a batch of samples: all ``label``, or the classes in turn, each ``per_class`` times
+    (per_class 1: 0, 1, ..., K-1, 0, 1, ...; per_class 3: 0, 0, 0, 1, 1, 1, ...)."""
+    if label is not None:
+        return torch.full((n,), label, dtype=torch.long)
+    return torch.arange(n) // per_class % num_classes
 
 
 def check_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
@@ -293,12 +295,18 @@ def ddim_step(schedule: NoiseSchedule, x_t: Tensor, t: Tensor, t_prev: Tensor, e
     return _ddim_step(schedule, x_t, t, t_prev, eps, eta=eta, noise=noise, clip_denoised=clip_denoised)[0]
 
 
-def _ddim_step(schedule: NoiseSchedule, x_t: Tensor, t: Tensor, t_prev: Tensor, eps: Tensor, *,
-               eta: float, noise: Tensor | None, clip_denoised: bool) -> tuple[Tensor, Tensor]:
-    """:func:`ddim_step`, also returning x0_pred."""
+def check_eta(eta: float) -> float:
+    """``eta`` as a float; ValueError unless it is a finite number >= 0."""
     eta = float(eta)
     if not eta >= 0 or eta == float("inf"):
         raise ValueError(f"eta must be a finite number >= 0, got {eta}")
+    return eta
+
+
+def _ddim_step(schedule: NoiseSchedule, x_t: Tensor, t: Tensor, t_prev: Tensor, eps: Tensor, *,
+               eta: float, noise: Tensor | None, clip_denoised: bool) -> tuple[Tensor, Tensor]:
+    """:func:`ddim_step`, also returning x0_pred."""
+    eta = check_eta(eta)
     schedule._check_pair(x_t, t)
     if not isinstance(t_prev, Tensor) or t_prev.shape != t.shape or t_prev.is_floating_point():
         raise ValueError(f"t_prev must be an integer tensor shaped like t {tuple(t.shape)}")
@@ -368,9 +376,7 @@ def ddim_sample(model: Model, schedule: NoiseSchedule, shape: Sequence[int], *, 
         The images (N, C, H, W) in [-1, 1] on ``device``; with ``trajectory_steps``, also the
         :class:`Trajectory`.
     """
-    eta = float(eta)
-    if not eta >= 0 or eta == float("inf"):
-        raise ValueError(f"eta must be a finite number >= 0, got {eta}")
+    eta = check_eta(eta)
     setup = _prepare(model, schedule, shape, seed=seed, generator=generator, steps=steps,
                      trajectory_steps=trajectory_steps, device=device, chunk_size=chunk_size, x_T=x_T,
                      labels=labels, guidance=guidance)

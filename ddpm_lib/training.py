@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt_io
 from . import run_state
-from .config import RunConfig
+from .config import SEED_STRIDE, RunConfig
 from .data import check_images, check_labels, fingerprint, load_dataset
 from .device import DistInfo, autocast_dtype, resolve_device
 from .ema import EMA
@@ -193,7 +193,7 @@ class Trainer:
         if config.num_classes is not None:
             if labels is None:
                 raise ValueError("a conditional model (num_classes) needs labels: pass labels= with data=")
-            check_labels(labels, data.shape[0], config.num_classes)
+            labels = check_labels(labels, data.shape[0], config.num_classes)
         check_images(data)
         self.data_hash = fingerprint(data)
         self.data = data[self.dist.rank::self.dist.world_size].to(self.device)   # this process's shard
@@ -228,8 +228,8 @@ class Trainer:
         self.skipped_steps = 0                                             # non-finite steps skipped in all
         self._bad_in_a_row = 0
         # Data indices, timesteps and noise come from this generator; dropout from torch's global RNG.
-        self.generator = torch.Generator(device=self.device).manual_seed(config.seed * 1000 + self.dist.rank)
-        torch.manual_seed(config.seed * 1000 + self.dist.rank + 1)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed * SEED_STRIDE + self.dist.rank)
+        torch.manual_seed(config.seed * SEED_STRIDE + self.dist.rank + 1)
 
         self.train_model: nn.Module = self.model
         if self.dist.world_size > 1:
@@ -422,7 +422,7 @@ def init_weights(model: UNet, path: str) -> None:
     its label embedding then keeps its zero initialisation, so it starts as that model.
     """
     ckpt = ckpt_io.load_checkpoint(path)
-    state = ckpt["ema"]["module"] if isinstance(ckpt.get("ema"), dict) and "module" in ckpt["ema"] else ckpt["ema"]
+    state = ckpt_io.ema_weights(ckpt)
     saved = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["model_config"].items() if k != "num_classes"}
     mine = {k: v for k, v in model.config.items() if k != "num_classes"}
     if saved != mine:

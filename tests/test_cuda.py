@@ -8,6 +8,7 @@ autocast, torch.compile, and resuming a GPU run exactly.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 
@@ -29,19 +30,18 @@ def cli(*args):
     return subprocess.run([sys.executable, "-m", "ddpm_lib", *map(str, args)], capture_output=True, text=True)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from ddpm_lib import load_dataset
-
-    return load_dataset("mnist-sample")[:512]
+@pytest.fixture
+def digits(mnist_sample):
+    return mnist_sample[:512]
 
 
-def config(tmp_path, **kw):
-    return RunConfig(**{**dict(steps=6, batch_size=16, out=str(tmp_path / "run"), progress=False, device="cuda",
-                               checkpoint_every=3, warmup_steps=1), **kw})
+@pytest.fixture
+def config(run_config):
+    """This module's runs: 6 steps of 16 images on the GPU, checkpoints every 3."""
+    return functools.partial(run_config, batch_size=16, device="cuda", warmup_steps=1, log_every=RunConfig.log_every)
 
 
-def test_schedule_moves_and_saves_from_the_gpu():
+def test_schedule_moves_and_saves_from_the_gpu(config):
     sched = NoiseSchedule.linear().respace(50).to(CUDA)
     assert sched.betas.is_cuda and sched.timestep_map.is_cuda
     again = NoiseSchedule.from_config(sched.to_config())                   # the crash of the first checkpoint
@@ -90,25 +90,25 @@ def test_shipped_model_samples_on_the_gpu_like_on_the_cpu(steps):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_half_precision_training_on_the_gpu(tmp_path, digits, precision):
+def test_half_precision_training_on_the_gpu(tmp_path, digits, precision, config):
     if precision == "bf16" and not native_bf16(CUDA):
         pytest.skip("this GPU has no bf16 units")
-    trainer = Trainer(config(tmp_path, precision=precision, steps=20), data=digits)
+    trainer = Trainer(config(precision=precision, steps=20), data=digits)
     assert (trainer.scaler is not None) == (precision == "fp16")
     rows = trainer.train()
     assert all(np.isfinite(r["loss"]) for r in rows) and trainer.skipped_steps <= 2
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 20
 
 
-def test_auto_precision_picks_what_the_gpu_has(tmp_path, digits):
-    trainer = Trainer(config(tmp_path), data=digits)
+def test_auto_precision_picks_what_the_gpu_has(config, digits):
+    trainer = Trainer(config(), data=digits)
     assert trainer.amp_dtype == (torch.bfloat16 if native_bf16(CUDA) else torch.float16)
 
 
-def test_compiled_training_resumes_exactly(tmp_path, digits):
-    straight = Trainer(config(tmp_path, out=str(tmp_path / "a"), compile=True, precision="fp32"), data=digits)
+def test_compiled_training_resumes_exactly(tmp_path, digits, config):
+    straight = Trainer(config("a", compile=True, precision="fp32"), data=digits)
     losses = [r["loss"] for r in straight.train()]
-    first = Trainer(config(tmp_path, out=str(tmp_path / "b"), steps=3, compile=True, precision="fp32"), data=digits)
+    first = Trainer(config("b", steps=3, compile=True, precision="fp32"), data=digits)
     first.train()
     second = Trainer.resume(tmp_path / "b" / "last.pt", {"steps": 6}, data=digits)
     # cuDNN may pick other kernels in a new process, so GPU resumes agree to float32 rounding, not bit for bit.

@@ -107,3 +107,22 @@ def test_fashion_class_names_match_torchvision():
     from ddpm_lib.data import FASHION_MNIST_CLASSES
 
     assert [c.lower() for c in datasets.FashionMNIST.classes] == [c.lower() for c in FASHION_MNIST_CLASSES]
+
+
+@pytest.mark.parametrize("labels, message", [
+    (torch.tensor([True, False]), r"^labels must be integers, got torch\.bool$"),
+    ([0.0, 1.0], r"^labels must be integers, got torch\.float32$"),
+    ([0, 1, 2], r"^labels must be one integer or 2 of them, got shape \(3,\)$"),
+    ([0, 10], r"^labels must lie in 0\.\.9 \(num_classes=10\), got values from 0 to 10$"),
+])
+def test_training_and_sampling_check_labels_by_one_rule(labels, message):
+    from ddpm_lib.sampling import check_labels as sampling_labels
+
+    class Conditional:
+        num_classes = 10
+
+    with pytest.raises(ValueError, match=message):
+        data_mod.check_labels(labels, 2, 10)
+    with pytest.raises(ValueError, match=message):
+        sampling_labels(labels, 2, Conditional())
+    assert torch.equal(data_mod.check_labels(3, 4, 10), torch.full((4,), 3))   # one int repeats

@@ -1,5 +1,6 @@
 """Watching a run: TensorBoard scalars and sample grids, through a resume, and the flag without the package."""
 
+import functools
 import os
 import shutil
 import subprocess
@@ -15,20 +16,6 @@ from ddpm_lib.monitor import TENSORBOARD_MISSING, TensorBoardMissing, draw_sampl
 
 SCALARS = ["loss/raw", "loss/smoothed", "train/grad_norm", "train/lr", "train/ema_decay", "train/skipped_steps",
            "train/img_per_s", "samples/seconds"]
-
-
-def config(tmp_path, name="run", **kw):
-    values = dict(steps=6, batch_size=4, out=str(tmp_path / name), checkpoint_every=3, log_every=2, progress=False,
-                  warmup_steps=2, device="cpu", tensorboard=True, sample_every=2, sample_steps=2)
-    values.update(kw)
-    return RunConfig(**values)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    from ddpm_lib import load_dataset
-
-    return load_dataset("mnist-sample")[:64]
 
 
 def events(out):
@@ -52,8 +39,14 @@ def grids(out):
     return sorted(p.name for p in (out / "samples").glob("*.png"))
 
 
-def test_event_file_holds_the_scalars_and_grids_at_the_expected_steps(tmp_path, digits):
-    rows = Trainer(config(tmp_path), data=digits).train()
+@pytest.fixture
+def config(run_config):
+    """This module's runs: TensorBoard on, a grid of 2 sampling steps every 2 training steps."""
+    return functools.partial(run_config, tensorboard=True, sample_every=2, sample_steps=2)
+
+
+def test_event_file_holds_the_scalars_and_grids_at_the_expected_steps(tmp_path, digits, config):
+    rows = Trainer(config(), data=digits).train()
     found = events(tmp_path / "run")
     assert sorted(found) == sorted(SCALARS + ["samples"])
     assert found["loss/raw"] == [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in rows]   # float32 there
@@ -71,10 +64,10 @@ def test_event_file_holds_the_scalars_and_grids_at_the_expected_steps(tmp_path, 
     assert Image.open(tmp_path / "run" / "samples" / "step_000006.png").size == (276, 276)
 
 
-def test_watching_does_not_change_the_run(tmp_path, digits):
+def test_watching_does_not_change_the_run(tmp_path, digits, config):
     """Sampling has its own generator and forks torch's: losses, weights and random state are the same."""
-    watched = Trainer(config(tmp_path, "watched"), data=digits)
-    plain = Trainer(config(tmp_path, "plain", tensorboard=False, sample_every=0), data=digits)
+    watched = Trainer(config("watched"), data=digits)
+    plain = Trainer(config("plain", tensorboard=False, sample_every=0), data=digits)
     assert [r["loss"] for r in watched.train()] == [r["loss"] for r in plain.train()]
     for a, b in zip(watched.ema.module.parameters(), plain.ema.module.parameters()):
         assert torch.equal(a, b)
@@ -82,12 +75,12 @@ def test_watching_does_not_change_the_run(tmp_path, digits):
     assert not (tmp_path / "plain" / "samples").exists() and not (tmp_path / "plain" / "tensorboard").exists()
 
 
-def test_resume_continues_the_same_run_without_repeating_steps(tmp_path, digits):
-    full = Trainer(config(tmp_path, "full"), data=digits).train()
+def test_resume_continues_the_same_run_without_repeating_steps(tmp_path, digits, config):
+    full = Trainer(config("full"), data=digits).train()
     # A run checkpoints at step 3, goes on to step 5 (logging and drawing past its checkpoint) and is stopped;
     # it is then resumed from the step-3 checkpoint: what it wrote after step 3 must not show twice.
     part = tmp_path / "part"
-    killed = Trainer(config(tmp_path, "part"), data=digits)
+    killed = Trainer(config("part"), data=digits)
     killed.train(steps=3)
     shutil.copy(part / "last.pt", tmp_path / "at_step_3.pt")
     killed.train(steps=5)
@@ -131,7 +124,7 @@ def run_cli(*args, prelude=""):
                           env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=600)
 
 
-def test_the_flag_without_the_package_is_one_line(tmp_path, monkeypatch, capsys):
+def test_the_flag_without_the_package_is_one_line(tmp_path, monkeypatch, capsys, config):
     from ddpm_lib.cli import main
 
     monkeypatch.setitem(sys.modules, "tensorboard", None)                 # as if it were not installed
@@ -141,7 +134,7 @@ def test_the_flag_without_the_package_is_one_line(tmp_path, monkeypatch, capsys)
     assert code == 1 and lines == [f"error: {TENSORBOARD_MISSING}"]
     assert not (tmp_path / "r" / "last.pt").exists()
     with pytest.raises(TensorBoardMissing, match="pip install tensorboard"):
-        Trainer(config(tmp_path))
+        Trainer(config())
     monkeypatch.undo()
     # The same in a process of its own, where tensorboard was never imported; grids alone do not need it.
     hide = "sys.modules['tensorboard'] = None; "

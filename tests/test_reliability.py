@@ -1,6 +1,7 @@
 """What must not go wrong: killed runs, non-finite losses, mixed precision, EMA and schedule mix-ups."""
 
 import csv
+import functools
 import signal
 import subprocess
 import sys
@@ -94,21 +95,16 @@ class Poisoned(UNet):
 
 
 @pytest.fixture
-def digits():
-    from ddpm_lib import load_dataset
-
-    return load_dataset("mnist-sample")[:32]
-
-
-def config(tmp_path, **kw):
-    return RunConfig(**{**dict(steps=4, batch_size=4, out=str(tmp_path / "run"), progress=False, device="cpu",
-                               checkpoint_every=2, warmup_steps=1, max_bad_steps=3), **kw})
+def config(run_config):
+    """This module's runs: 4 steps, checkpoints every 2, stop after 3 bad steps in a row."""
+    return functools.partial(run_config, steps=4, checkpoint_every=2, warmup_steps=1, max_bad_steps=3,
+                             log_every=RunConfig.log_every)
 
 
-def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, digits):
+def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, digits, config):
     torch.manual_seed(0)
     model = Poisoned()
-    trainer = Trainer(config(tmp_path), model=model, data=digits)
+    trainer = Trainer(config(), model=model, data=digits)
     trainer.train()                                                        # 4 good steps, checkpoint at 4
     weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     ema = [p.clone() for p in trainer.ema.module.parameters()]
@@ -134,10 +130,10 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, digits):
         assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(1, 10))
 
 
-def test_training_stops_by_itself_when_the_loss_stays_nan(tmp_path, digits):
+def test_training_stops_by_itself_when_the_loss_stays_nan(tmp_path, digits, config):
     model = Poisoned()
     model.poison = True
-    trainer = Trainer(config(tmp_path, steps=50, log_every=5), model=model, data=digits)
+    trainer = Trainer(config(steps=50, log_every=5), model=model, data=digits)
     with pytest.raises(TrainingDiverged):
         trainer.train()
     assert trainer.step <= 5                                               # stopped at the first read-back
@@ -146,11 +142,11 @@ def test_training_stops_by_itself_when_the_loss_stays_nan(tmp_path, digits):
 
 
 @pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
-def test_half_precision_keeps_the_loss_float32_and_close_to_fp32(tmp_path, digits, precision, dtype):
+def test_half_precision_keeps_the_loss_float32_and_close_to_fp32(tmp_path, digits, precision, dtype, config):
     """bf16, and fp16 with a gradient scaler (GPUs without bf16: T4, V100), forced on the CPU for the test."""
     runs = {}
     for name in ("fp32", precision):
-        trainer = Trainer(config(tmp_path, steps=12, out=str(tmp_path / name), precision=name), data=digits)
+        trainer = Trainer(config(steps=12, out=str(tmp_path / name), precision=name), data=digits)
         assert (trainer.scaler is not None) == (name == "fp16")
         with trainer._autocast():
             out = trainer.model(digits[:2], torch.tensor([1, 2]))
@@ -164,11 +160,11 @@ def test_half_precision_keeps_the_loss_float32_and_close_to_fp32(tmp_path, digit
     assert max(diffs) < 0.05, diffs
 
 
-def test_fp16_scaler_state_is_checkpointed_and_resumed(tmp_path, digits):
-    straight = Trainer(config(tmp_path, steps=6, checkpoint_every=3, out=str(tmp_path / "a"), precision="fp16"),
+def test_fp16_scaler_state_is_checkpointed_and_resumed(tmp_path, digits, config):
+    straight = Trainer(config(steps=6, checkpoint_every=3, out=str(tmp_path / "a"), precision="fp16"),
                        data=digits)
     losses = [r["loss"] for r in straight.train()]
-    first = Trainer(config(tmp_path, steps=3, checkpoint_every=3, out=str(tmp_path / "b"), precision="fp16"),
+    first = Trainer(config(steps=3, checkpoint_every=3, out=str(tmp_path / "b"), precision="fp16"),
                     data=digits)
     first.train()
     assert "scaler" in load_checkpoint(tmp_path / "b" / "last.pt")
@@ -177,8 +173,8 @@ def test_fp16_scaler_state_is_checkpointed_and_resumed(tmp_path, digits):
     assert [r["loss"] for r in first.train()] == [] and losses[3:] == [r["loss"] for r in second.train()]
 
 
-def test_sampling_refuses_another_schedule(tmp_path, digits):
-    Trainer(config(tmp_path), data=digits).train()
+def test_sampling_refuses_another_schedule(tmp_path, digits, config):
+    Trainer(config(), data=digits).train()
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     with pytest.raises(CheckpointError, match="trained with NoiseSchedule.linear"):
         model_from_checkpoint(ckpt, weights="model", schedule=NoiseSchedule.cosine())
@@ -302,11 +298,11 @@ def test_a_full_disk_is_one_line_and_keeps_the_checkpoint(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["last.pt", "log.csv"]   # no temporary file left
 
 
-def test_the_nan_guard_does_not_claim_a_checkpoint_that_was_never_written(tmp_path, digits):
+def test_the_nan_guard_does_not_claim_a_checkpoint_that_was_never_written(tmp_path, digits, config):
     """Issue 19: the guard said 'so is the checkpoint OUT/last.pt' when none had been written."""
     model = Poisoned()
     model.poison = True
-    trainer = Trainer(config(tmp_path, steps=50, log_every=5, checkpoint_every=100), model=model, data=digits)
+    trainer = Trainer(config(steps=50, log_every=5, checkpoint_every=100), model=model, data=digits)
     with pytest.raises(TrainingDiverged, match="last good ones; no checkpoint was written yet; try a lower") as err:
         trainer.train()
     assert "last.pt" not in str(err.value) and not (tmp_path / "run" / "last.pt").exists()

@@ -142,3 +142,12 @@ def test_sampler_refuses_fractional_shapes_zero_chunks_and_nan_noise(small_model
     x_T[1, 0, 5, 5] = float("nan")
     with pytest.raises(ValueError, match="x_T contains NaN"):
         ddpm_sample(small_model, s, (2, 1, 32, 32), x_T=x_T)
+
+
+def test_class_labels_take_the_classes_in_turn_or_one_label():
+    from ddpm_lib.sampling import class_labels
+
+    assert class_labels(7, 3).tolist() == [0, 1, 2, 0, 1, 2, 0]             # `sample`: class i % K
+    assert class_labels(6, 10, per_class=2).tolist() == [0, 0, 1, 1, 2, 2]   # grids: one row per class
+    assert class_labels(3, 10, label=7).tolist() == [7, 7, 7]
+    assert class_labels(3, 10).dtype == torch.long

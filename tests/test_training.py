@@ -10,20 +10,6 @@ from ddpm_lib import EMA, RunConfig, Trainer, UNet, load_checkpoint, model_from_
 from ddpm_lib.checkpoint import CheckpointError, atomic_save, export_weights
 
 
-def tiny_config(tmp_path, **kw):
-    values = dict(steps=6, batch_size=4, out=str(tmp_path / "run"), checkpoint_every=3, log_every=2,
-                  progress=False, warmup_steps=2, device="cpu")
-    values.update(kw)
-    return RunConfig(**values)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    from ddpm_lib import load_dataset
-
-    return load_dataset("mnist-sample")[:64]
-
-
 def test_ema_warmup_and_average():
     model = torch.nn.Linear(2, 2)
     ema = EMA(model, decay=0.999)
@@ -68,8 +54,8 @@ def test_run_config_yaml_and_validation(tmp_path):
         RunConfig(dataset="imagenet").validate()
 
 
-def test_learning_rate_warms_up_holds_then_decays(tmp_path, digits):
-    config = tiny_config(tmp_path, steps=10, warmup_steps=2, lr_decay_steps=4, lr=1e-3, log_every=1)
+def test_learning_rate_warms_up_holds_then_decays(run_config, digits):
+    config = run_config(steps=10, warmup_steps=2, lr_decay_steps=4, lr=1e-3, log_every=1)
     rows = Trainer(config, data=digits).train()
     lrs = [r["lr"] for r in rows]                                          # the rate each step used
     expected = [0.5, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25]                    # warm-up 2, stable, last 4 down to 1/4
@@ -78,25 +64,25 @@ def test_learning_rate_warms_up_holds_then_decays(tmp_path, digits):
         RunConfig(steps=10, lr_decay_steps=11).validate()
 
 
-def test_a_decay_added_on_resume_gives_the_run_that_had_it_from_the_start(tmp_path, digits):
+def test_a_decay_added_on_resume_gives_the_run_that_had_it_from_the_start(tmp_path, digits, run_config):
     """Warm-up/stable/decay: the stable phase does not depend on the decay, so it can be chosen later."""
-    planned = Trainer(tiny_config(tmp_path, out=str(tmp_path / "planned"), lr_decay_steps=3), data=digits).train()
-    first = Trainer(tiny_config(tmp_path, out=str(tmp_path / "later"), steps=3), data=digits)
+    planned = Trainer(run_config("planned", lr_decay_steps=3), data=digits).train()
+    first = Trainer(run_config("later", steps=3), data=digits)
     first.train()
-    later = Trainer(tiny_config(tmp_path, out=str(tmp_path / "later"), lr_decay_steps=3), data=digits)
+    later = Trainer(run_config("later", lr_decay_steps=3), data=digits)
     later.load_state(load_checkpoint(tmp_path / "later" / "last.pt"))
     rest = later.train()
     assert [r["loss"] for r in planned[3:]] == [r["loss"] for r in rest]
     assert [r["lr"] for r in planned[3:]] == [r["lr"] for r in rest]
 
 
-def test_checkpoint_round_trip_is_bit_exact(tmp_path, digits):
-    trainer = Trainer(tiny_config(tmp_path), data=digits)
+def test_checkpoint_round_trip_is_bit_exact(tmp_path, digits, run_config):
+    trainer = Trainer(run_config(), data=digits)
     trainer.train()
     path = tmp_path / "run" / "last.pt"
     ckpt = load_checkpoint(path)
     assert ckpt["step"] == 6 and ckpt["kind"] == "train"
-    again = Trainer(tiny_config(tmp_path, out=str(tmp_path / "other")), data=digits)
+    again = Trainer(run_config("other"), data=digits)
     again.load_state(ckpt)
     for (name, a), b in zip(trainer.model.state_dict().items(), again.model.state_dict().values()):
         assert torch.equal(a, b), name
@@ -112,11 +98,11 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path, digits):
     assert schedule.same_as(trainer.schedule)
 
 
-def test_resumed_run_continues_with_identical_losses(tmp_path, digits):
-    full = Trainer(tiny_config(tmp_path, out=str(tmp_path / "full")), data=digits).train()
-    first = Trainer(tiny_config(tmp_path, out=str(tmp_path / "part"), steps=3), data=digits)
+def test_resumed_run_continues_with_identical_losses(tmp_path, digits, run_config):
+    full = Trainer(run_config("full"), data=digits).train()
+    first = Trainer(run_config("part", steps=3), data=digits)
     first.train()
-    resumed = Trainer(tiny_config(tmp_path, out=str(tmp_path / "part")), data=digits)
+    resumed = Trainer(run_config("part"), data=digits)
     resumed.load_state(load_checkpoint(tmp_path / "part" / "last.pt"))
     rest = resumed.train()
     assert [r["loss"] for r in full[3:]] == [r["loss"] for r in rest]
@@ -124,8 +110,8 @@ def test_resumed_run_continues_with_identical_losses(tmp_path, digits):
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5, 6]
 
 
-def test_weights_file_and_bad_files(tmp_path, digits):
-    trainer = Trainer(tiny_config(tmp_path), data=digits)
+def test_weights_file_and_bad_files(tmp_path, digits, run_config):
+    trainer = Trainer(run_config(), data=digits)
     trainer.train()
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     slim = export_weights(ckpt, tmp_path / "weights.pt")
@@ -162,37 +148,37 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]             # no temp file left behind
 
 
-def test_trainer_rejects_bad_data(tmp_path):
+def test_trainer_rejects_bad_data(run_config):
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
-        Trainer(tiny_config(tmp_path), data=torch.rand(8, 1, 32, 32) * 255)
+        Trainer(run_config(), data=torch.rand(8, 1, 32, 32) * 255)
     with pytest.raises(ValueError, match="images"):
-        Trainer(tiny_config(tmp_path), data=torch.zeros(8, 32, 32))
+        Trainer(run_config(), data=torch.zeros(8, 32, 32))
     with pytest.raises(ValueError, match="channel"):
-        Trainer(tiny_config(tmp_path), data=torch.zeros(8, 3, 32, 32), model=UNet(1))
+        Trainer(run_config(), data=torch.zeros(8, 3, 32, 32), model=UNet(1))
 
 
-def test_conditional_run_starts_from_an_unconditional_one_and_resumes_exactly(tmp_path):
+def test_conditional_run_starts_from_an_unconditional_one_and_resumes_exactly(tmp_path, run_config):
     from ddpm_lib import load_dataset
 
     data, labels = load_dataset("mnist-sample", with_labels=True)
     data, labels = data[:64], labels[:64]
-    plain = Trainer(tiny_config(tmp_path, steps=3, out=str(tmp_path / "plain")), data=data)
+    plain = Trainer(run_config(steps=3, out=str(tmp_path / "plain")), data=data)
     plain.train()
     cond_cfg = dict(num_classes=10, label_dropout=0.5, init_from=str(tmp_path / "plain" / "last.pt"))
-    fresh = Trainer(tiny_config(tmp_path, steps=6, out=str(tmp_path / "c"), **cond_cfg), data=data, labels=labels)
+    fresh = Trainer(run_config(steps=6, out=str(tmp_path / "c"), **cond_cfg), data=data, labels=labels)
     start = {k: v for k, v in fresh.model.state_dict().items() if not k.startswith("label_embed")}
     assert all(torch.equal(v, plain.ema.module.state_dict()[k]) for k, v in start.items())   # the EMA weights
     assert (fresh.model.label_embed.weight == 0).all()
     losses = [r["loss"] for r in fresh.train()]
     assert fresh.model.label_embed.weight.abs().sum() > 0                 # the labels were learned from
-    half = Trainer(tiny_config(tmp_path, steps=3, out=str(tmp_path / "h"), **cond_cfg), data=data, labels=labels)
+    half = Trainer(run_config(steps=3, out=str(tmp_path / "h"), **cond_cfg), data=data, labels=labels)
     half.train()
     rest = Trainer.resume(tmp_path / "h" / "last.pt", {"steps": 6}, data=data, labels=labels)
     assert [r["loss"] for r in rest.train()] == losses[3:]
     with pytest.raises(ValueError, match="needs labels"):
-        Trainer(tiny_config(tmp_path, num_classes=10), data=data)
+        Trainer(run_config(num_classes=10), data=data)
     with pytest.raises(CheckpointError, match="another architecture"):
-        Trainer(tiny_config(tmp_path, preset="small", num_classes=10, init_from=str(tmp_path / "plain" / "last.pt")),
+        Trainer(run_config(preset="small", num_classes=10, init_from=str(tmp_path / "plain" / "last.pt")),
                 data=data, labels=labels)
 
 
@@ -236,9 +222,9 @@ def test_atomic_save_names_a_full_disk_and_keeps_the_old_file(tmp_path, monkeypa
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
-def test_a_damaged_last_checkpoint_is_refused_and_resuming_falls_back_to_prev(tmp_path, digits):
+def test_a_damaged_last_checkpoint_is_refused_and_resuming_falls_back_to_prev(tmp_path, digits, run_config):
     """Issue 19: 400 flipped bytes in last.pt loaded silently and a resume saved them again."""
-    rows = Trainer(tiny_config(tmp_path), data=digits).train()             # checkpoints at steps 3 and 6
+    rows = Trainer(run_config(), data=digits).train()             # checkpoints at steps 3 and 6
     last, prev = tmp_path / "run" / "last.pt", tmp_path / "run" / "prev.pt"
     assert load_checkpoint(last)["step"] == 6 and load_checkpoint(prev)["step"] == 3
     flip_bytes(last)
@@ -260,9 +246,9 @@ def test_a_damaged_last_checkpoint_is_refused_and_resuming_falls_back_to_prev(tm
     (lambda text: text.split("\n", 1)[1], "restored its header"),           # rows without a header
     (lambda text: text[:text.index("\n3,") + 6], r"dropped 1 unreadable row\(s\); step\(s\) 3 are missing"),
 ], ids=["empty", "no-header", "cut-row"])
-def test_a_damaged_log_is_repaired_on_resume_with_a_line_saying_so(tmp_path, digits, damage, note):
+def test_a_damaged_log_is_repaired_on_resume_with_a_line_saying_so(tmp_path, digits, damage, note, run_config):
     """Issue 19: an empty or header-less log.csv made resume die with KeyError: 'step'; a cut row vanished silently."""
-    Trainer(tiny_config(tmp_path, steps=3), data=digits).train()
+    Trainer(run_config(steps=3), data=digits).train()
     log = tmp_path / "run" / "log.csv"
     log.write_text(damage(log.read_text()))
     with pytest.warns(UserWarning, match=f"{log} was damaged: .*{note}"):
@@ -273,14 +259,14 @@ def test_a_damaged_log_is_repaired_on_resume_with_a_line_saying_so(tmp_path, dig
     assert steps == sorted(set(steps)) and steps[-3:] == [4, 5, 6]
 
 
-def test_the_log_is_never_written_through_a_link(tmp_path, digits):
+def test_the_log_is_never_written_through_a_link(tmp_path, digits, run_config):
     """Issue 19: a symlinked log.csv was appended through."""
     (tmp_path / "run").mkdir()
     elsewhere = tmp_path / "elsewhere.csv"
     elsewhere.write_text("precious\n")
     (tmp_path / "run" / "log.csv").symlink_to(elsewhere)
     with pytest.raises(ValueError, match="log.csv is a symbolic link"):
-        Trainer(tiny_config(tmp_path), data=digits).train()
+        Trainer(run_config(), data=digits).train()
     assert elsewhere.read_text() == "precious\n"
 
 
@@ -290,7 +276,7 @@ def test_the_log_is_never_written_through_a_link(tmp_path, digits):
     ("SIGINT", 7, 5, "at step 7; the last checkpoint, .*last.pt \\(step 5\\), is intact; continue with --resume", 5),
 ], ids=["sigint-before-any-checkpoint", "sigterm-saves", "sigint-recent-checkpoint-kept"])
 def test_a_signal_stops_training_between_steps_and_says_what_was_saved(tmp_path, digits, signame, at_step, every,
-                                                                      message, saved_step):
+                                                                      message, saved_step, run_config):
     """Issue 19: SIGINT before the first checkpoint claimed one existed; SIGTERM killed the run with no message.
 
     A checkpoint is saved on a signal when the last one is more than Trainer.save_on_stop_after (10) steps old.
@@ -300,7 +286,7 @@ def test_a_signal_stops_training_between_steps_and_says_what_was_saved(tmp_path,
 
     from ddpm_lib import training
 
-    trainer = Trainer(tiny_config(tmp_path, steps=50, checkpoint_every=every), data=digits)
+    trainer = Trainer(run_config(steps=50, checkpoint_every=every), data=digits)
     signum = getattr(signal, signame)
 
     def send(module, inputs):
