@@ -99,7 +99,7 @@ assert not changed, f"the install cell changed the runtime's {changed}"
 toolchain = [n for n in after if n not in before and n in ("jupyter-book", "jupyterlab", "sphinx", "jupyter-server")]
 assert not toolchain, f"the install cell installed the book's toolchain: {toolchain}"
 assert "ddpm-lib" in after, "the install cell did not install ddpm_lib"
-added = sorted(f"{n} {after[n]}" for n in after if before.get(n) != after[n])
+added = sorted(f"{n} {'(the wheel)' if n == 'ddpm-lib' else after[n]}" for n in after if before.get(n) != after[n])
 print("  the install cell added or changed:", ", ".join(added))
 import ddpm_lib
 assert sys.argv[3] in ddpm_lib.__file__, ddpm_lib.__file__
