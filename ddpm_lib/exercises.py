@@ -1298,7 +1298,7 @@ _register("ex-ode-heun-step", FunctionExercise(
     )))
 
 _register("ex-ode-why-2m", ChoiceExercise(
-    "how DPM-Solver++(2M) is second order at one call a step",
+    "second order at one call a step",
     right=r"it keeps the previous step's $x_0$ prediction and extrapolates $D$ across the step from the "
           r"two of them",
     why="A multistep method: the previous step's x_0 prediction is free, and the line through it and "
