@@ -136,6 +136,12 @@ def main() -> None:
                         help="run only these (sampler, steps) pairs of the plan, every seed, in the plan's order "
                              f"(samplers: {', '.join(SAMPLERS)})")
     args = parser.parse_args()
+    if args.runs and not args.ode:                       # heun:K / dpm++:K alone imply --ode
+        named = {text.partition(":")[0] for text in args.runs}
+        if named & set(ODE_SAMPLERS) and named - set(ODE_SAMPLERS):
+            parser.error(f"--runs: run {' and '.join(ODE_SAMPLERS)} apart from the others (their rows go to "
+                         f"{ODE_OUT.relative_to(ROOT)})")
+        args.ode = named <= set(ODE_SAMPLERS)
     if args.out is None:
         args.out = ODE_OUT if args.ode else OUT
     data = load(args.out, "scripts/sampler_quality.py --ode" if args.ode else "scripts/sampler_quality.py")
