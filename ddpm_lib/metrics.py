@@ -216,6 +216,7 @@ def nearest_distance(images: Tensor, reference: Tensor, chunk: int = 256) -> Ten
 
 
 SAMPLER_QUALITY = ASSETS / "sampler_quality.json"
+ODE_QUALITY = ASSETS / "ode_quality.json"            # heun and dpm++ (chapter 8), same format
 QUALITY_KEYS = ("confident", "class_entropy", "frechet", "wall_s")
 
 

@@ -22,7 +22,7 @@ compare at equal cost: Heun takes steps // 2 + 1 intervals, the last one an Eule
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -61,6 +61,26 @@ def edm_sigmas(schedule: NoiseSchedule) -> Tensor:
     """sigma_t = sqrt((1 - abar_t) / abar_t) for t = 0..T-1 (float64, on the CPU): EDM's noise level."""
     abar = schedule.alphas_cumprod.detach().cpu().double()
     return ((1.0 - abar) / abar).sqrt()
+
+
+def heun_step(denoise: Callable[[Tensor, float], Tensor], x: Tensor, sigma: float, sigma_next: float, *,
+              x0: Tensor | None = None, correct: bool = True) -> Tensor:
+    """One step of Heun's method on dx~/dsigma = (x~ - D(x~; sigma)) / sigma, from ``sigma`` to ``sigma_next``.
+
+    ``denoise(x, sigma)`` is D, the x_0 prediction; ``x0`` is D(x; sigma) if it is already known (it
+    saves a call). The Euler step x_e = x + (sigma_next - sigma) d uses the slope d at the start; the
+    corrector evaluates the slope d' at (x_e, sigma_next) and steps with the average (d + d') / 2. With
+    ``sigma_next == 0`` the slope there is undefined and the step is Euler's alone (Karras et al. 2022,
+    Algorithm 1), as it is with ``correct=False``. Two calls of ``denoise`` (one if ``x0`` is given),
+    one without the corrector.
+    """
+    x0 = denoise(x, sigma) if x0 is None else x0
+    d = (x - x0) / sigma                                                    # dx~/dsigma at sigma
+    x_euler = x + (sigma_next - sigma) * d
+    if not correct or sigma_next == 0:
+        return x_euler
+    d_next = (x_euler - denoise(x_euler, sigma_next)) / sigma_next          # the slope at the end
+    return x + (sigma_next - sigma) * 0.5 * (d + d_next)
 
 
 @torch.no_grad()
@@ -137,14 +157,9 @@ def _solve(model: Model, schedule: NoiseSchedule, shape: Sequence[int], *, calls
         if n - 1 - i in keep:
             kept_x.append((x / (1.0 + s * s) ** 0.5).float())
             kept_x0.append(x0.float())
-        if order == "heun":
-            d = (x - x0) / s                                                 # dx~/dsigma at sigma_i
-            x_euler = x + (s_next - s) * d
-            if i < calls - n:                                                # corrector: the slope at the end
-                d_next = (x_euler - denoise(x_euler, i + 1, ts[i + 1])) / s_next
-                x = x + (s_next - s) * 0.5 * (d + d_next)
-            else:
-                x = x_euler
+        if order == "heun":                                                  # corrector while calls remain
+            x = heun_step(lambda x_e, _, i=i: denoise(x_e, i + 1, ts[i + 1]), x, s, s_next, x0=x0,
+                          correct=i < calls - n)
         else:
             D = x0
             if previous is not None and s_next > 0:                          # second order, not at the end

@@ -31,7 +31,7 @@ def test_toc_lists_every_notebook_and_page_exists():
         assert (ROOT / f"{f}.ipynb").is_file() or (ROOT / f"{f}.md").is_file(), f"_toc.yml lists missing {f}"
     listed = {f for f in files if f.startswith("notebooks/")}
     assert listed == {f"notebooks/{nb.stem}" for nb in NOTEBOOKS}
-    assert len(CHAPTERS) == 7
+    assert len(CHAPTERS) == 8
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)

@@ -273,9 +273,22 @@ def _classifier(e, g, abar, w, sign=-1.0):
     return e + sign * w * (1 - abar).sqrt().reshape(-1, 1, 1, 1) * g
 
 
+def _heun(denoise, x, sigma, sigma_next, end_at_euler=True, half=0.5, zero_check=True):
+    d = (x - denoise(x, sigma)) / sigma
+    x_e = x + (sigma_next - sigma) * d
+    if zero_check and sigma_next == 0:
+        return x_e
+    at = x_e if end_at_euler else x
+    d2 = (at - denoise(at, sigma_next)) / sigma_next
+    return x + (sigma_next - sigma) * half * (d + d2)
+
+
 FUNCTIONS = {
     "ex-ddim-invert": (_invert, [(lambda *a: _invert(*a, start=True), "timestep of the step's end")]),
     "ex-cond-classifier": (_classifier, [(lambda *a: _classifier(*a, sign=1.0), "the sign")]),
+    "ex-ode-heun-step": (_heun, [(lambda *a: _heun(*a, end_at_euler=False), "Euler point"),
+                                 (lambda *a: _heun(*a, half=1.0), "not added"),
+                                 (lambda *a: _heun(*a, zero_check=False), "inf or nan")]),
     "ex-elbo-tweedie": (_tweedie_x0, [(lambda s, x, t, g: _tweedie_x0(s, x, t, -g), "the sign"),
                                       (lambda s, x, t, g: _tweedie_x0(s, x, t, g) * s.alphas_cumprod[t].reshape(
                                           -1, 1, 1, 1).sqrt(), "divide by sqrt(abar)")]),
