@@ -96,9 +96,10 @@ student: setup
 answer-key: setup
 	$(PY) scripts/answer_key.py
 
-# The reader's path (scripts/test_reader.sh): a fresh venv of Colab's Python with Colab's packages
-# (scripts/colab_runtime.txt) outside this checkout, the chapters' install cell run there with the wheel, and
-# every chapter of the reader's edition (reader/notebooks/) executed from a copy in a temporary folder.
+# The reader's path (scripts/test_reader.sh): fresh venvs of Colab's Pythons (3.12 and 3.13) with Colab's
+# packages (scripts/colab_runtime.txt) outside this checkout, the chapters' install cell run in each with the
+# wheel, and every chapter of the reader's edition (3.12) and the student edition (3.13) executed from a
+# copy in a temporary folder.
 # CHAPTERS="01_forward_process ..." picks chapters; KEEP=1 keeps the folder.
 test-reader: setup
 	bash scripts/test_reader.sh

@@ -2,17 +2,18 @@
 # make test-reader: every chapter run as a reader in Colab runs it, outside this checkout.
 #
 # 1. Builds the wheel from the files git tracks (no stale build/ folder).
-# 2. Makes a fresh venv of Colab's Python (3.13; PYCOLAB names another interpreter) in a temporary folder
-#    and installs what a Colab runtime already has (scripts/colab_runtime.txt: ipykernel, ipywidgets,
-#    tornado, jupyter-client, matplotlib, numpy, torch ... at Colab's versions).
-# 3. Runs the chapters' install cell in a kernel of that venv, as a reader's first cell, with the release
+# 2. Makes two fresh venvs in a temporary folder, one per Python that Colab has run this year: 3.12 (until
+#    August 2026) and 3.13 (since; scripts/colab_runtime.txt says where that comes from). PY_READER and
+#    PY_STUDENT name other interpreters. Each gets what a Colab runtime already has (colab_runtime.txt:
+#    ipykernel, ipywidgets, tornado, jupyter-client, matplotlib, numpy, torch ... at Colab's versions).
+# 3. Runs the chapters' install cell in a kernel of each venv, as a reader's first cell, with the release
 #    it names replaced by the wheel (this machine cannot reach the repository): it must install ddpm_lib,
 #    keep the runtime's torch, ipykernel, tornado and jupyter-client, and install no book toolchain.
-# 4. Checks `ddpm --version` and `train --config NAME` (a shipped config by its name).
+# 4. Checks `ddpm --version` and `train --config NAME` (a shipped config by its name) in each.
 # 5. Executes every chapter of the reader's edition (reader/notebooks/, what the launch buttons open) from
-#    a copy in a folder that holds no repository file, in the CPU profile.
-# 6. Executes every chapter of the student edition (`make student`) there too, every exercise blank: each
-#    check must say "no answer yet" and no cell may fail (STUDENT=0 skips it).
+#    a copy in a folder that holds no repository file, in the CPU profile, on Python 3.12.
+# 6. Executes every chapter of the student edition (`make student`) there too, on Python 3.13, every
+#    exercise blank: each check must say "no answer yet" and no cell may fail (STUDENT=0 skips it).
 # CHAPTERS="01_forward_process A1_results" runs only those; KEEP=1 leaves the folder for a look. The kernel
 # runs in the venv; the notebook runner (nbclient) is this checkout's .venv, so the venv holds only what a
 # Colab runtime holds plus what the install cell adds.
@@ -20,9 +21,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNNER=${RUNNER:-$ROOT/.venv/bin/python}
 RUNTIME="$ROOT/scripts/colab_runtime.txt"
-want=$(sed -n 's/^# python \([0-9.]*\).*/\1/p' "$RUNTIME")
-find_python() {                                           # pyenv's Colab Python, else one on the PATH
-    local p
+find_python() {                                           # pyenv's Python $1, else one on the PATH
+    local p want=$1
     for p in "$(pyenv root 2>/dev/null || echo /nonexistent)"/versions/"$want"*/bin/python3 \
              "$(command -v "python$want" || true)"; do
         if [ -x "$p" ] && "$p" -c "import sys; assert '%d.%d' % sys.version_info[:2] == '$want'" 2>/dev/null; then
@@ -30,8 +30,12 @@ find_python() {                                           # pyenv's Colab Python
         fi
     done
 }
-PYCOLAB=${PYCOLAB:-$(find_python)}
-[ -n "$PYCOLAB" ] && [ -x "$PYCOLAB" ] || { echo "error: test-reader needs Python $want (Colab's): set PYCOLAB=/path/to/python$want"; exit 2; }
+PY_READER=${PY_READER:-$(find_python 3.12)}
+[ -n "$PY_READER" ] && [ -x "$PY_READER" ] || { echo "error: test-reader needs Python 3.12: set PY_READER=/path/to/python3.12"; exit 2; }
+if [ "${STUDENT:-1}" = 1 ]; then
+    PY_STUDENT=${PY_STUDENT:-$(find_python 3.13)}
+    [ -n "$PY_STUDENT" ] && [ -x "$PY_STUDENT" ] || { echo "error: test-reader needs Python 3.13: set PY_STUDENT=/path/to/python3.13"; exit 2; }
+fi
 ALL=$(cd "$ROOT/reader/notebooks" && ls *.ipynb | sed 's/\.ipynb$//' | tr '\n' ' ')
 CHAPTERS=${CHAPTERS:-$ALL}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ddpm-reader.XXXXXX")
@@ -43,36 +47,37 @@ step "wheel of $ROOT"
 mkdir "$WORK/src"
 git -C "$ROOT" ls-files -co --exclude-standard -z \
     | tar -C "$ROOT" --null -T - --ignore-failed-read -cf - 2>/dev/null | tar -C "$WORK/src" -xf -
-"$PYCOLAB" -m pip wheel "$WORK/src" --no-deps --quiet --disable-pip-version-check -w "$WORK/wheel"
+"$PY_READER" -m pip wheel "$WORK/src" --no-deps --quiet --disable-pip-version-check -w "$WORK/wheel"
 wheel=$(ls "$WORK"/wheel/ddpm_lib-*.whl)
 
-step "a fresh $("$PYCOLAB" --version) venv with Colab's packages ($RUNTIME)"
-"$PYCOLAB" -m venv "$WORK/venv"
-py="$WORK/venv/bin/python"
-"$py" -m pip install --quiet --disable-pip-version-check -r "$RUNTIME"
-"$py" -m ipykernel install --prefix "$WORK/venv" --name ddpm-reader >/dev/null
-export JUPYTER_PATH="$WORK/venv/share/jupyter"             # the runner finds that kernel, and only there
-freeze() { "$py" -m pip freeze --disable-pip-version-check | sort; }
-freeze >"$WORK/before.txt"
-
-mkdir "$WORK/reader"
-cd "$WORK/reader"                                          # no repository file here, nor on the path
 unset PYTHONPATH MPLBACKEND
 export DDPM_PROFILE=cpu PYDEVD_DISABLE_FILE_VALIDATION=1   # (debugpy's note on Python 3.13)
-run_notebook() {                                           # NAME.ipynb in the venv's kernel
-    "$RUNNER" - "$1" <<'EOF'
+export JUPYTER_PATH=                                       # the runner finds the venvs' kernels, only there
+run_notebook() {                                           # NAME.ipynb in kernel KERNEL
+    "$RUNNER" - "$1" "$2" <<'EOF'
 import sys, nbformat
 from nbclient import NotebookClient
-path = sys.argv[1]
+path, kernel = sys.argv[1:]
 nb = nbformat.read(path, as_version=4)
-NotebookClient(nb, kernel_name="ddpm-reader", timeout=1800, allow_errors=False,
+NotebookClient(nb, kernel_name=kernel, timeout=1800, allow_errors=False,
                resources={"metadata": {"path": "."}}).execute()
 nbformat.write(nb, path)
 EOF
 }
 
-step "the install cell, as a reader's first cell (the release replaced by the wheel)"
-"$RUNNER" - "$ROOT/reader/notebooks/01_forward_process.ipynb" "$wheel" <<'EOF'
+prepare() {                      # NAME PYTHON: venv $WORK/NAME/venv, kernel ddpm-NAME, the install cell run
+    local name=$1 base=$2 dir="$WORK/$1"
+    step "a fresh $("$base" --version) venv with Colab's packages ($RUNTIME)"
+    "$base" -m venv "$dir/venv"
+    local py="$dir/venv/bin/python"
+    "$py" -m pip install --quiet --disable-pip-version-check -r "$RUNTIME"
+    "$py" -m ipykernel install --prefix "$dir/venv" --name "ddpm-$name" >/dev/null
+    JUPYTER_PATH="${JUPYTER_PATH:+$JUPYTER_PATH:}$dir/venv/share/jupyter"
+    "$py" -m pip freeze --disable-pip-version-check | sort >"$dir/before.txt"
+
+    step "the install cell, as a reader's first cell on $("$base" --version) (the release replaced by the wheel)"
+    mkdir "$dir/run" && cd "$dir/run"                      # no repository file here, nor on the path
+    "$RUNNER" - "$ROOT/reader/notebooks/01_forward_process.ipynb" "$wheel" <<'EOF'
 import json, re, sys
 import nbformat
 cell = "".join(json.load(open(sys.argv[1]))["cells"][0]["source"])
@@ -83,9 +88,9 @@ nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell),
                                      nbformat.v4.new_code_cell("import ddpm_lib; print(ddpm_lib.__file__)")])
 nbformat.write(nb, "install.ipynb")
 EOF
-run_notebook install.ipynb
-freeze >"$WORK/after.txt"
-"$py" - "$WORK/before.txt" "$WORK/after.txt" "$WORK/venv" <<'EOF'
+    run_notebook install.ipynb "ddpm-$name"
+    "$py" -m pip freeze --disable-pip-version-check | sort >"$dir/after.txt"
+    "$py" - "$dir/before.txt" "$dir/after.txt" "$dir/venv" <<'EOF'
 import sys
 def versions(path):
     return dict(line.split("==", 1) if "==" in line else (line.split(" @ ")[0], line)
@@ -105,23 +110,29 @@ import ddpm_lib
 assert sys.argv[3] in ddpm_lib.__file__, ddpm_lib.__file__
 EOF
 
-step "ddpm --version; train --config mnist_small (a shipped config, by name), two steps"
-[ "$("$WORK/venv/bin/ddpm" --version)" = "ddpm_lib $("$py" -c 'import ddpm_lib; print(ddpm_lib.__version__)')" ]
-"$py" -m ddpm_lib train --config mnist_small --preset tiny --steps 2 --warmup-steps 1 --lr-decay-steps 0 \
-    --batch-size 4 --device cpu --no-progress --out "$WORK/reader/run" >/dev/null
+    step "ddpm --version; train --config mnist_small (a shipped config, by name), two steps"
+    [ "$("$dir/venv/bin/ddpm" --version)" = "ddpm_lib $("$py" -c 'import ddpm_lib; print(ddpm_lib.__version__)')" ]
+    "$py" -m ddpm_lib train --config mnist_small --preset tiny --steps 2 --warmup-steps 1 --lr-decay-steps 0 \
+        --batch-size 4 --device cpu --no-progress --out "$dir/run/train" >/dev/null
+}
 
+prepare reader "$PY_READER"
+if [ "${STUDENT:-1}" = 1 ]; then prepare student "$PY_STUDENT"; fi
+export JUPYTER_PATH
+
+mkdir "$WORK/reader/chapters" && cd "$WORK/reader/chapters"
 for chapter in $CHAPTERS; do
     cp "$ROOT/reader/notebooks/$chapter.ipynb" .
-    step "executing $chapter.ipynb (the reader's edition)"
-    run_notebook "$chapter.ipynb" >"$chapter.log" 2>&1 || { tail -40 "$chapter.log"; echo "error: $chapter failed"; exit 1; }
+    step "executing $chapter.ipynb (the reader's edition, $("$PY_READER" --version))"
+    run_notebook "$chapter.ipynb" ddpm-reader >"$chapter.log" 2>&1 || { tail -40 "$chapter.log"; echo "error: $chapter failed"; exit 1; }
 done
 if [ "${STUDENT:-1}" = 1 ]; then
-    "$RUNNER" "$ROOT/scripts/student_edition.py" --out "$WORK/student" >/dev/null
-    mkdir "$WORK/reader/student" && cd "$WORK/reader/student"
+    "$RUNNER" "$ROOT/scripts/student_edition.py" --out "$WORK/student-edition" >/dev/null
+    mkdir "$WORK/student/chapters" && cd "$WORK/student/chapters"
     for chapter in $CHAPTERS; do
-        cp "$WORK/student/notebooks/$chapter.ipynb" .
-        step "executing $chapter.ipynb (the student edition: every exercise blank)"
-        run_notebook "$chapter.ipynb" >"$chapter.log" 2>&1 || { tail -40 "$chapter.log"; echo "error: student $chapter failed"; exit 1; }
+        cp "$WORK/student-edition/notebooks/$chapter.ipynb" .
+        step "executing $chapter.ipynb (the student edition, every exercise blank, $("$PY_STUDENT" --version))"
+        run_notebook "$chapter.ipynb" ddpm-student >"$chapter.log" 2>&1 || { tail -40 "$chapter.log"; echo "error: student $chapter failed"; exit 1; }
         "$RUNNER" - "$chapter.ipynb" <<'EOF'
 import json, re, sys
 nb = json.load(open(sys.argv[1]))
@@ -137,4 +148,4 @@ assert not blank, f"{sys.argv[1]}: no 'no answer yet' from the checks of {blank}
 EOF
     done
 fi
-step "passed: $(echo $CHAPTERS | wc -w) chapters, as the reader's and the student edition"
+step "passed: $(echo $CHAPTERS | wc -w) chapters, as the reader's edition (Python 3.12)$([ "${STUDENT:-1}" = 1 ] && echo " and the student edition (Python 3.13)")"
