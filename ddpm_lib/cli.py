@@ -31,7 +31,7 @@ from .drawing import SAMPLE_FILES, SAMPLERS, draw, save_samples
 from .files import check_regular_file
 from .monitor import TensorBoardMissing
 from .package_files import config_names, resolve_config
-from .runfolder import LOG, RUN_FILES, RunFolder, RunFolderBusy
+from .runfolder import LOG, RUN_FILES, RunFolder, RunFolderBusy, RunLock
 from .sampling import MAX_SEED as MAX_SAMPLE_SEED
 from .sampling import class_labels, default_chunk_size
 from .schedule import SCHEDULES
@@ -476,7 +476,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.guidance is not None and not math.isfinite(args.guidance):
         raise UsageError(f"--guidance must be a finite number, got {args.guidance}")
     out = check_sample_output(args.out, args.overwrite)
-    with output_folder(out), RunFolder(out).lock():                        # claimed before sampling
+    with output_folder(out), RunLock(out):                                 # claimed before sampling
         check_sample_output(out, args.overwrite)                           # again: another may have written
         return sample_into(out, args, device, sampler, shipped_cpu)
 
