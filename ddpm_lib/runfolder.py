@@ -47,22 +47,8 @@ class RunFolder:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-
-    @property
-    def last(self) -> Path:
-        return self.path / LAST
-
-    @property
-    def prev(self) -> Path:
-        return self.path / PREV
-
-    @property
-    def grids(self) -> Path:
-        return self.path / GRIDS
-
-    @property
-    def board(self) -> Path:
-        return self.path / BOARD
+        self.last, self.prev = self.path / LAST, self.path / PREV          # the checkpoints
+        self.grids, self.board = self.path / GRIDS, self.path / BOARD      # the monitor's folders
 
     def log(self) -> CsvLog:
         return CsvLog(self.path / LOG)
