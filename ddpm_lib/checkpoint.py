@@ -247,27 +247,6 @@ def weights_problem(ckpt: dict) -> str | None:
     return None
 
 
-def load_checkpoint_or_previous(path: str | Path) -> tuple[dict, str | None]:
-    """Load ``path``; when it is a run's last.pt that is missing or damaged, that run's prev.pt instead.
-
-    Returns the checkpoint and, after a fall-back, a one-line note saying so (None otherwise). Raises the
-    error about ``path`` when there is no usable prev.pt either.
-    """
-    path = Path(path)
-    try:
-        return load_checkpoint(path), None
-    except CheckpointError as err:
-        previous = path.with_name("prev.pt")
-        if path.name != "last.pt" or not previous.is_file():
-            raise
-        try:
-            ckpt = load_checkpoint(previous)
-        except CheckpointError as prev_err:
-            raise CheckpointError(f"{err}; {previous} is no better ({prev_err})") from None
-        problem = getattr(err, "problem", reason(err)) if path.exists() else f"{path} is missing"
-        return ckpt, f"{problem}; resuming from {previous} (step {ckpt['step']}) instead"
-
-
 def ema_weights(ckpt: dict) -> dict:
     """The EMA weights' state dict of a loaded checkpoint: a training checkpoint keeps them under
     ``ema["module"]`` beside the EMA's counters, a weights file (and a shipped model) as ``ema`` itself."""

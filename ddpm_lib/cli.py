@@ -19,22 +19,34 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+import torch
+
+from . import __version__
+from .checkpoint import SHIPPED_MODELS, CheckpointError, load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from .config import MAX_TRAIN_SEED, PRECISIONS, RunConfig, read_yaml_settings, setting_help
+from .data import DATASETS, DatasetUnavailable, to_model_range
+from .device import DistInfo, available_memory, resolve_device
+from .drawing import SAMPLE_FILES, SAMPLERS, draw, save_samples
+from .files import check_regular_file
+from .monitor import TensorBoardMissing
+from .package_files import config_names, resolve_config
+from .runfolder import LOG, RUN_FILES, RunFolder, RunFolderBusy, RunLock
+from .sampling import MAX_SEED as MAX_SAMPLE_SEED
+from .sampling import class_labels, default_chunk_size
+from .schedule import SCHEDULES
+from .stopping import TrainingInterrupted
+from .training import Trainer, TrainingDiverged
+from .unet import PRESETS, conv_output_bytes, parameter_count, training_bytes_per_parameter
+
 EXIT_USAGE, EXIT_FAILURE = 2, 1
-# Seeds: the limits of the library (train: RunConfig's seed rule; sample: one torch.Generator, up to 2**64 - 1).
-from .config import MAX_TRAIN_SEED  # noqa: E402
-from .sampling import MAX_SEED as MAX_SAMPLE_SEED  # noqa: E402
-RUN_FILES = ("last.pt", "prev.pt", "log.csv")                              # what a run folder holds
-SAMPLE_FILES = ("samples.npz", "samples.png")
 # What to lower when a command runs out of memory.
 MEMORY_HINTS = {"train": "lower --batch-size (or use a smaller --preset)", "sample": "lower --n or --chunk-size",
                 "metrics": "score fewer images", "bench": "lower --batch-size"}
 INTERRUPTED = {"sample": "no samples were written", "metrics": "nothing was written",
                "train": "nothing was written", "bench": "nothing was written"}
-# `sample` with a shipped model on a CPU and no --sampler: chosen by measurement (appendix A1 states the rule
-# and asserts it): of the samplers measured with three seeds (sampler_quality.json, ode_quality.json) that draw
-# 256 images in <= 60 s of sampling here and pass the shipped model's bars (class entropy >= 0.97, Frechet
-# below noised digits'), the best mean confident share: DDIM with eta 1 on 50 steps, 82.8 +- 0.8% against
-# 84.0 +- 0.7% for 1,000 DDPM steps (a tie within two standard errors), 20 times fewer network calls.
+# `sample` with a shipped model on a CPU and no --sampler: chosen by measurement; the book's appendix A1 states
+# the rule and asserts it against ddpm_lib/assets/sampler_quality.json and ode_quality.json.
 SHIPPED_CPU_SAMPLER, SHIPPED_CPU_STEPS, SHIPPED_CPU_ETA = "ddim", 50, 1.0
 DDIM_DEFAULT_STEPS = 50                                  # `--sampler ddim` without --steps, any model
 ODE_SAMPLERS = ("heun", "dpm++")                         # ddpm_lib.ode: network calls, not steps, are --steps
@@ -89,11 +101,6 @@ class Parser(argparse.ArgumentParser):
 
 def _train_flags() -> dict[str, dict]:
     """argparse settings of the ``train`` flags, one per RunConfig setting (their help comes from RunConfig)."""
-    from .config import PRECISIONS
-    from .data import DATASETS
-    from .schedule import SCHEDULES
-    from .unet import PRESETS
-
     return {
         "dataset": dict(choices=DATASETS), "data_root": dict(metavar="DIR"), "preset": dict(choices=sorted(PRESETS)),
         "num_classes": dict(type=positive_int, metavar="K"), "label_dropout": dict(type=float, metavar="P"),
@@ -113,12 +120,6 @@ def _train_flags() -> dict[str, dict]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import setting_help
-    from .package_files import config_names
-    from .unet import PRESETS
-
-    from . import __version__
-
     parser = Parser(prog="python -m ddpm_lib", description="Train, sample and measure DDPM models.")
     parser.add_argument("--version", action="version", version=f"ddpm_lib {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
@@ -147,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="checkpoint or weights file, or a shipped model's name: "
                              "mnist (the default), mnist-conditional, fashion-conditional")
     sample.add_argument("--n", type=positive_int, default=64, help="number of images (default 64)")
-    sample.add_argument("--sampler", choices=("ddpm", "ddim", "heun", "dpm++"), default=None,
+    sample.add_argument("--sampler", choices=SAMPLERS, default=None,
                         help="DDPM's ancestral sampler, DDIM, or an ODE solver: EDM's Heun or DPM-Solver++(2M) "
                              f"(default: {shipped_cpu_default()} for the shipped models on a CPU, else ddpm)")
     sample.add_argument("--eta", type=float, default=None,
@@ -203,9 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings_given(args: argparse.Namespace) -> dict:
     """The settings this command line asks for: the --config file's, then the flags given."""
-    from .config import read_yaml_settings
-    from .package_files import resolve_config
-
     given = read_yaml_settings(resolve_config(args.config)) if args.config else {}
     given.update({key: getattr(args, key) for key in _train_flags() if getattr(args, key) is not None})
     return given
@@ -256,42 +254,23 @@ def output_folder(path: Path, what: str = "output folder"):
         raise
 
 
-def run_files_in(out: Path) -> list[str]:
-    """What a new run in ``out`` would delete or overwrite, relative to ``out``: last.pt, prev.pt, log.csv, the
-    grids samples/step_N.png and the files under tensorboard/."""
-    held = [name for name in RUN_FILES if (out / name).exists() or (out / name).is_symlink()]
-    held += sorted(str(p.relative_to(out)) for p in (out / "samples").glob("step_*.png"))
-    board = out / "tensorboard"
-    if board.is_dir():
-        held += sorted(str(p.relative_to(out)) for p in board.rglob("*") if not p.is_dir())
-    return held
-
-
-def remove_run_files(out: Path, names: list[str]) -> None:
-    import shutil
-
-    for name in names:
-        (out / name).unlink(missing_ok=True)
-    if (out / "tensorboard").is_dir() and not any(p.is_file() for p in (out / "tensorboard").rglob("*")):
-        shutil.rmtree(out / "tensorboard")                                 # its (now empty) run folders
-
-
-def prepare_run_folder(out: Path, resume: Path | None, overwrite: bool) -> None:
+def prepare_run_folder(folder: RunFolder, resume: Path | None, overwrite: bool) -> None:
     """Refuse to start or continue a run in a folder that holds another one, unless ``overwrite`` (then remove it).
 
-    Continuing the run of ``out`` itself (``resume`` is its last.pt or prev.pt) is allowed, unless the folder
+    Continuing the run of the folder itself (``resume`` is its last.pt or prev.pt) is allowed, unless the folder
     holds a newer checkpoint than ``resume``: going back is refused unless ``overwrite``, which moves the newer
-    checkpoint and the log aside (see :func:`set_newer_aside`).
+    checkpoint and the log aside (see :meth:`RunFolder.set_aside <ddpm_lib.runfolder.RunFolder.set_aside>`).
     """
-    if resume is not None and resume.parent.resolve() == out.resolve() and resume.name in RUN_FILES:
-        check_not_going_back(out, resume, overwrite)
+    out = folder.path
+    if resume is not None and folder.holds(resume):
+        check_not_going_back(folder, resume, overwrite)
         return
-    held = run_files_in(out)
+    held = folder.run_files()
     if not held:
         return
     if not overwrite:
         what = f"{out} already holds a run ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''})"
-        if held == ["log.csv"]:
+        if held == [LOG]:
             raise UsageError(f"{out} holds the log.csv of a run that saved no checkpoint; pass --overwrite to start "
                              "again there, or choose a new --out")
         if not any(name in RUN_FILES for name in held):
@@ -303,14 +282,12 @@ def prepare_run_folder(out: Path, resume: Path | None, overwrite: bool) -> None:
                              "replace it")
         raise UsageError(f"{what}; continuing {resume} there would mix two runs: choose a new --out, or pass "
                          "--overwrite to replace it")
-    remove_run_files(out, held)
+    folder.remove(held)
     print(f"--overwrite: removed {', '.join(held)} from {out}")
 
 
 def checkpoint_step(path: Path) -> int | None:
     """The step of the checkpoint at ``path`` (None when it is missing or cannot be read)."""
-    from .checkpoint import CheckpointError, load_checkpoint
-
     if not path.is_file():
         return None
     try:
@@ -319,35 +296,20 @@ def checkpoint_step(path: Path) -> int | None:
         return None
 
 
-def check_not_going_back(out: Path, resume: Path, overwrite: bool) -> None:
-    """Refuse to continue from ``resume`` when another checkpoint of ``out`` is further on, unless ``overwrite``."""
-    other = out / ("last.pt" if resume.name == "prev.pt" else "prev.pt")
+def check_not_going_back(folder: RunFolder, resume: Path, overwrite: bool) -> None:
+    """Refuse to continue from ``resume`` when another checkpoint of the folder is further on, unless ``overwrite``."""
+    other = folder.other_checkpoint(resume)
     newer, older = checkpoint_step(other), checkpoint_step(resume)
     if newer is None or older is None or newer <= older:
         return
-    aside = out / f"rewound_from_step_{newer}"
+    aside = folder.aside(newer)
     if not overwrite:
         raise UsageError(f"{other} is at step {newer}, further than {resume} (step {older}); continue the run with "
                          f"--resume {other}, or pass --overwrite to go back to step {older} (then {other.name} and "
                          f"log.csv are kept in {aside})")
-    set_newer_aside(out, other, older, aside)
+    folder.set_aside(other, older, aside)
     print(f"--overwrite: going back to step {older}; {other.name} (step {newer}), log.csv and the grids past step "
           f"{older} are kept in {aside}")
-
-
-def set_newer_aside(out: Path, newer: Path, step: int, aside: Path) -> None:
-    """Move ``newer`` and the grids past ``step`` into ``aside``, with a copy of the log (which the resume cuts)."""
-    import shutil
-
-    aside.mkdir(exist_ok=True)
-    if (out / "log.csv").is_file():
-        shutil.copy2(out / "log.csv", aside / "log.csv")
-    for grid in (out / "samples").glob("step_*.png"):
-        number = grid.stem[len("step_"):]
-        if number.isdigit() and int(number) > step:
-            (aside / "samples").mkdir(exist_ok=True)
-            os.replace(grid, aside / "samples" / grid.name)
-    os.replace(newer, aside / newer.name)
 
 
 def check_sample_output(out: Path, overwrite: bool) -> Path:
@@ -365,8 +327,6 @@ def check_sample_output(out: Path, overwrite: bool) -> Path:
 
 def sample_labels(model, ckpt: dict, args: argparse.Namespace):
     """The (N,) labels and the guidance weight for ``sample`` (None, 1.0 for an unconditional model)."""
-    from .sampling import class_labels
-
     classes = getattr(model, "num_classes", None)
     if not classes:
         given = [flag for flag, value in (("--label", args.label), ("--guidance", args.guidance)) if value is not None]
@@ -380,23 +340,8 @@ def sample_labels(model, ckpt: dict, args: argparse.Namespace):
     return class_labels(args.n, classes, label=args.label), guidance       # --label, or 0, 1, ..., K-1, 0, ...
 
 
-def write_samples(out: Path, images, pixels, **record) -> None:
-    """Write OUT/samples.npz (``images``: uint8 ``pixels``, and ``record``) and the grid OUT/samples.png together."""
-    import numpy as np
-
-    from .files import write_together
-    from .images import png_bytes
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_together({out / "samples.npz": lambda f: np.savez_compressed(f, images=pixels, **record),
-                    out / "samples.png": lambda f: f.write(png_bytes(images))})
-
-
 def check_train_request(given: dict, args: argparse.Namespace) -> None:
     """UsageErrors for ``train`` settings that would be ignored, clamped or misread if let through."""
-    from .checkpoint import SHIPPED_MODELS
-    from .config import RunConfig
-
     if "out" in given and (not isinstance(given["out"], str) or not given["out"].strip()):
         raise UsageError(f"--out (out: in a config file) must be a folder path, got {given['out']!r}")
     if args.resume is not None and given.get("init_from") is not None:
@@ -418,55 +363,70 @@ def check_train_request(given: dict, args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import RunConfig
-    from .device import DistInfo
-    from .files import RunLock
-    from .training import Trainer
-
     given = _settings_given(args)
     check_train_request(given, args)
+    folder, resume = train_folder(given, args.resume)
+    main_process = DistInfo.from_env().is_main
+    with output_folder(folder.path), folder.lock(writer=main_process):
+        if main_process:
+            prepare_run_folder(folder, resume, args.overwrite)
+        trainer = start_trainer(given, resume)
+        if trainer.step >= trainer.config.steps:
+            print(f"{trainer.config.out} is already at step {trainer.step} of {trainer.config.steps}; raise --steps "
+                  "to train on")
+            return 0
+        if resume is not None:
+            check_training_memory(trainer.config)
+        if trainer.dist.is_main and trainer.config.tensorboard:
+            print(f"watch it: tensorboard --logdir {folder.board}")
+        try:
+            trainer.train()
+        except TrainingInterrupted as err:
+            raise with_resume_flag(err, folder) from None
+    if trainer.dist.is_main:
+        print(f"done: step {trainer.step}, checkpoint {folder.last}, log {folder.path / LOG}")
+    return 0
+
+
+def train_folder(given: dict, resume_arg: str | None) -> tuple[RunFolder, Path | None]:
+    """The run's folder and the checkpoint ``--resume`` names (None for a new run); cleans ``given["out"]``."""
     if "out" in given:
         given["out"] = str(clean_path(Path(given["out"])))
     resume = None
-    if args.resume is not None:
-        resume = Path(given.get("out", RunConfig().out)) / "last.pt" if args.resume == "auto" else Path(args.resume)
+    if resume_arg is not None:
+        resume = RunFolder(given.get("out", RunConfig().out)).last if resume_arg == "auto" else Path(resume_arg)
         given.setdefault("out", str(clean_path(resume.parent)))  # the file's own folder, never the one stored in it
     else:
         RunConfig.from_dict(given).validate()                              # before any folder is made
-    out = Path(given.get("out", RunConfig().out))
-    main_process = DistInfo.from_env().is_main
-    with output_folder(out), RunLock(out) if main_process else contextlib.nullcontext():
-        if main_process:
-            prepare_run_folder(out, resume, args.overwrite)
-        if resume is not None:
-            trainer = Trainer.resume(resume, given)
-            if trainer.dist.is_main:
-                print(f"resumed {trainer.last_checkpoint[0]} at step {trainer.step}")
-        else:
-            check_training_memory(RunConfig.from_dict(given))            # before the model is built
-            trainer = Trainer(RunConfig.from_dict(given))
-        config = trainer.config
-        for caveat in config.caveats() if trainer.dist.is_main else []:
-            print(f"warning: {caveat}", file=sys.stderr)
-        if trainer.step >= config.steps:
-            print(f"{config.out} is already at step {trainer.step} of {config.steps}; raise --steps to train on")
-            return 0
-        if resume is not None:
-            check_training_memory(config)
-        if trainer.dist.is_main and config.tensorboard:
-            print(f"watch it: tensorboard --logdir {Path(config.out) / 'tensorboard'}")
-        trainer.train()
-    if trainer.dist.is_main:
-        print(f"done: step {trainer.step}, checkpoint {out / 'last.pt'}, log {out / 'log.csv'}")
-    return 0
+    return RunFolder(given.get("out", RunConfig().out)), resume
+
+
+def start_trainer(given: dict, resume: Path | None) -> Trainer:
+    """A Trainer for a new run of the settings ``given``, or continuing ``resume``; prints what it resumed and
+    the settings' caveats."""
+    if resume is not None:
+        trainer = Trainer.resume(resume, given)
+        if trainer.dist.is_main:
+            print(f"resumed {trainer.last_checkpoint[0]} at step {trainer.step}")
+    else:
+        check_training_memory(RunConfig.from_dict(given))            # before the model is built
+        trainer = Trainer(RunConfig.from_dict(given))
+    for caveat in trainer.config.caveats() if trainer.dist.is_main else []:
+        print(f"warning: {caveat}", file=sys.stderr)
+    return trainer
+
+
+def with_resume_flag(err: TrainingInterrupted, folder: RunFolder) -> TrainingInterrupted:
+    """``err`` with the flag that continues the run: ``--resume`` (the folder's last.pt) or ``--resume PATH``."""
+    if err.checkpoint is None:
+        return err
+    flag = "--resume" if folder.is_last(err.checkpoint) else f"--resume {err.checkpoint}"
+    return TrainingInterrupted(f"{err.message}; continue with {flag}", err.signum, err.checkpoint)
 
 
 def check_training_memory(config) -> None:
     """A UsageError when the model's weights (with gradients, AdamW's moments and the EMA) and one batch's
     activations cannot fit in the device's free memory (a lower bound), checked before anything is built."""
-    from .device import DistInfo, available_memory, resolve_device
-    from .unet import PRESETS, conv_output_bytes, parameter_count, training_bytes_per_parameter
-
     device = resolve_device(config.device)
     channels = 3 if config.dataset == "cifar10" else 1
     model_config = {**PRESETS[config.preset], "in_channels": channels}
@@ -486,10 +446,6 @@ def check_training_memory(config) -> None:
 
 def check_sampling_memory(model, n: int, chunk_size: int | None, device) -> None:
     """A UsageError when ``n`` images (three copies) and one chunk's largest activation cannot fit (a lower bound)."""
-    from .device import available_memory
-    from .sampling import default_chunk_size
-    from .unet import conv_output_bytes
-
     _, largest = conv_output_bytes(model.config)
     chunk = min(n, chunk_size or default_chunk_size(device))
     needed = 3 * n * model.in_channels * model.image_size ** 2 * 4 + chunk * largest
@@ -504,10 +460,6 @@ def gigabytes(n: float) -> str:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .checkpoint import SHIPPED_MODELS, resolve_checkpoint
-    from .device import resolve_device
-    from .files import RunLock
-
     device = resolve_device(args.device)
     shipped = {os.path.realpath(path) for path in SHIPPED_MODELS.values()}
     shipped_cpu = os.path.realpath(resolve_checkpoint(args.checkpoint)) in shipped and device.type == "cpu"
@@ -531,13 +483,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def sample_into(out: Path, args: argparse.Namespace, device, sampler: str, shipped_cpu: bool) -> int:
     """The rest of ``sample``, once ``out`` is claimed: load, check, draw, write."""
-    import torch
-
-    from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .data import to_uint8
-    from .ode import dpm_solver_sample, heun_sample
-    from .sampling import ddim_sample, ddpm_sample
-
     ckpt = load_checkpoint(args.checkpoint)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -558,35 +503,19 @@ def sample_into(out: Path, args: argparse.Namespace, device, sampler: str, shipp
     shape = (args.n, model.in_channels, model.image_size, model.image_size)
     check_sampling_memory(model, args.n * (2 if labels is not None and guidance != 1 else 1), args.chunk_size,
                           device)
-    common = {"seed": args.seed, "steps": steps, "device": device, "chunk_size": args.chunk_size,
-              "progress": args.progress, "labels": labels, "guidance": guidance}
-    if sampler == "ddim":
-        settings = {"eta": args.eta or 0.0}
-        images = ddim_sample(model, schedule, shape, **settings, **common)
-    elif sampler in ODE_SAMPLERS:
-        settings = {}
-        solve = heun_sample if sampler == "heun" else dpm_solver_sample
-        images = solve(model, schedule, shape, **common)
-    else:
-        settings = {"variance": args.variance or "beta"}
-        images = ddpm_sample(model, schedule, shape, **settings, **common)
-    bad = int((~torch.isfinite(images)).sum())
-    if bad:
-        raise ValueError(f"{bad:,} of {images.numel():,} sampled values are NaN or infinite, so the images would be "
-                         f"wrong; nothing was written; check the weights of {ckpt['path']}")
-    pixels = to_uint8(images).numpy()                                       # (N, C, H, W)
-    if pixels.shape[1] == 1:
-        pixels = pixels[:, 0]                                              # (N, H, W)
+    settings = ({"eta": args.eta or 0.0} if sampler == "ddim" else {} if sampler in ODE_SAMPLERS
+                else {"variance": args.variance or "beta"})
+    images = draw(model, schedule, shape, sampler, **settings, seed=args.seed, steps=steps, device=device,
+                  chunk_size=args.chunk_size, progress=args.progress, labels=labels, guidance=guidance)
     record = {} if labels is None else {"labels": labels.numpy(), "guidance": guidance}
-    write_samples(out, images, pixels, seed=args.seed, steps=steps, checkpoint=str(ckpt["path"]),
-                  sampler=sampler, **settings, **record)
+    npz, png = save_samples(out, images, source=ckpt["path"], seed=args.seed, steps=steps,
+                            checkpoint=str(ckpt["path"]), sampler=sampler, **settings, **record)
     how = f"{sampler}, {steps} steps" + (f", eta {settings['eta']:g}" if sampler == "ddim" else "")
     if labels is not None:
         which = f"label {args.label}" if args.label is not None else f"labels 0-{model.num_classes - 1} in turn"
         how += f", {which}, guidance {guidance:g}"
     images_word = "image" if args.n == 1 else "images"
-    print(f"wrote {args.n} {images_word} ({how}, seed {args.seed}) to {out / 'samples.png'} and "
-          f"{out / 'samples.npz'}")
+    print(f"wrote {args.n} {images_word} ({how}, seed {args.seed}) to {png} and {npz}")
     return 0
 
 
@@ -600,10 +529,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from .data import to_model_range
-    from .files import check_regular_file
     from .metrics import sample_quality
 
     if args.samples.is_dir():
@@ -677,16 +602,17 @@ def _out_of_memory(err: BaseException) -> bool:
 
 
 def _error_message(err: Exception, command: str | None) -> str:
-    """One line for an error the command could not handle itself."""
-    from .data import DatasetUnavailable
-    from .files import RunFolderBusy
-    from .monitor import TensorBoardMissing
-    from .training import TrainingDiverged
-
+    """One line for an error the command could not handle itself; the library's errors that suggest a setting
+    get the flag that changes it."""
     if _out_of_memory(err):
         tried = re.search(r"allocate (\d+) bytes", str(err))
         size = f" (it asked for {gigabytes(int(tried.group(1)))})" if tried else ""
         return f"out of memory{size}; {MEMORY_HINTS.get(command, 'use less data')}"
+    if isinstance(err, RunFolderBusy):
+        return (f"{err.folder} is in use by another process (pid {err.holder}); wait for it to finish or stop it, "
+                "or choose another --out")
+    if isinstance(err, TrainingDiverged):
+        return f"{err.reason}; try a lower --lr (now {err.lr})"
     message = str(err).splitlines()[0] if str(err) else type(err).__name__
     if not isinstance(err, (ValueError, DatasetUnavailable, TrainingDiverged, RunFolderBusy, TensorBoardMissing,
                                OSError)):

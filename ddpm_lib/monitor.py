@@ -42,6 +42,7 @@ from torch import nn
 
 from .config import RunConfig
 from .images import make_grid, save_grid
+from .runfolder import RunFolder
 from .sampling import class_labels, ddpm_sample
 from .schedule import NoiseSchedule
 
@@ -100,9 +101,10 @@ class RunMonitor:
         self.tensorboard = config.tensorboard and active
         self.sample_every = sample_interval(config) if active else 0
         self.sample_steps = config.sample_steps
-        self.out = Path(config.out)
-        self.tensorboard_dir = self.out / "tensorboard"
-        self.samples_dir = self.out / "samples"
+        folder = RunFolder(config.out)
+        self.out = folder.path
+        self.tensorboard_dir = folder.board
+        self.samples_dir = folder.grids
         self.writer = None
         self.sample_seconds = 0.0                                          # time spent drawing grids, in all
 

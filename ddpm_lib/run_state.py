@@ -1,28 +1,32 @@
-"""A training run's checkpoint: what it holds, writing it, and continuing a run from it exactly.
+"""A training run's checkpoint: what it holds, and putting a Trainer back exactly where it was saved.
 
-The functions take the :class:`~ddpm_lib.training.Trainer` whose run they save or restore; the Trainer
-exposes them as its methods ``state()``, ``save_checkpoint()``, ``load_state()`` and ``Trainer.resume()``.
 A checkpoint holds the weights, the EMA copy, the optimizer and scheduler, every random generator's state,
 the step and the run's settings (see :mod:`ddpm_lib.checkpoint`), so a resumed run's losses are the same,
-bit for bit, as those of a run that was never stopped.
+bit for bit, as those of a run that was never stopped. The functions here read and write a
+:class:`~ddpm_lib.training.Trainer`'s state; the Trainer decides when (``save_checkpoint``, ``load_state``,
+``Trainer.resume``), and its :class:`~ddpm_lib.runfolder.RunFolder` where.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
 from . import checkpoint as ckpt_io
-from .config import check_same_run, resume_config
+from .config import RunConfig, check_same_run, resume_config
 from .ema import unwrap
+from .runfolder import load_checkpoint_or_previous
+
+if TYPE_CHECKING:                                                          # training.py imports this module
+    from .training import Trainer
 
 
-def state(trainer) -> dict:
-    """Everything a checkpoint holds (see ddpm_lib.checkpoint)."""
+def state(trainer: Trainer) -> dict:
+    """Everything a checkpoint holds (see ddpm_lib.checkpoint); a collective call under torchrun."""
     rng = {"torch": torch.get_rng_state(), "generator": trainer.generator.get_state()}
     if trainer.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(trainer.device)
@@ -40,42 +44,7 @@ def state(trainer) -> dict:
             "torch_version": str(torch.__version__)}
 
 
-def save_checkpoint(trainer, path: str | Path | None = None) -> Path:
-    """Write OUT/last.pt (or ``path``) atomically; only process 0 writes.
-
-    OUT/last.pt's previous version is kept as OUT/prev.pt (also atomically), so a damaged last.pt has a
-    fall-back (:func:`~ddpm_lib.checkpoint.load_checkpoint_or_previous`).
-    """
-    last = trainer.out / "last.pt"
-    path = Path(path) if path is not None else last
-    trainer.collect()                                                  # the log and counters up to now
-    if trainer.dist.world_size > 1:
-        _check_in_sync(trainer)
-    saved = trainer.state()                                            # collective under torchrun
-    if trainer.dist.is_main:
-        trainer.flush_log()
-        ckpt_io.atomic_save(saved, path, previous=_previous_name(trainer, path))
-    if trainer.dist.world_size > 1:
-        dist.barrier()
-    trainer.last_checkpoint = (path, trainer.step)
-    return path
-
-
-def _previous_name(trainer, path: Path) -> Path | None:
-    """Where atomic_save keeps the last.pt it replaces: OUT/prev.pt, if that last.pt is one this run wrote or
-    resumed from (not a damaged file that a resume fell back from, nor another run's file)."""
-    last, prev = (trainer.out / "last.pt").resolve(), (trainer.out / "prev.pt").resolve()
-    known = Path(trainer.last_checkpoint[0]).resolve() if trainer.last_checkpoint is not None else None
-    if Path(path).resolve() != last:
-        return None
-    if known == last:
-        return prev
-    if known != prev:                                                  # a prev.pt not of this run
-        prev.unlink(missing_ok=True)
-    return None
-
-
-def _check_in_sync(trainer) -> None:
+def check_in_sync(trainer: Trainer) -> None:
     """Under DDP every process must hold the same weights; refuse to save if they drifted apart."""
     checksum = torch.stack([p.detach().double().sum() for p in trainer.model.parameters()]).sum().reshape(1)
     sums = [torch.zeros_like(checksum) for _ in range(trainer.dist.world_size)]
@@ -85,8 +54,8 @@ def _check_in_sync(trainer) -> None:
                            f"{[float(s) for s in sums]}); the last checkpoint was not overwritten")
 
 
-def load_state(trainer, ckpt: dict) -> None:
-    """Continue from a training checkpoint, after checking it belongs to this run."""
+def restore(trainer: Trainer, ckpt: dict) -> None:
+    """Put ``trainer`` where the training checkpoint ``ckpt`` was saved, after checking it belongs to this run."""
     check_same_run(ckpt, trainer.config)
     name = ckpt.get("path", "the checkpoint")
     if ckpt.get("data_hash") != trainer.data_hash:
@@ -116,51 +85,26 @@ def load_state(trainer, ckpt: dict) -> None:
     except (RuntimeError, KeyError, IndexError, TypeError, AttributeError) as err:
         raise ckpt_io.CheckpointError(f"{name} is damaged: its random generators' state cannot be restored "
                                       f"({ckpt_io.reason(err)}); use an intact copy") from None
-    trainer.last_checkpoint = (Path(ckpt["path"]), trainer.step) if "path" in ckpt else None
-    _repair_log(trainer)
 
 
-def _repair_log(trainer) -> None:
-    """Cut the log back to the checkpoint's step (a killed run logs past it) and repair a damaged one."""
-    if trainer.dist.is_main and trainer.log.path.exists():
-        with trainer.folder_lock():
-            note = trainer.log.repair(trainer.step)
-        if note:
-            warnings.warn(note, stacklevel=3)                          # the caller of load_state
-
-
-def resume(trainer_class: type, checkpoint: str | Path | dict, overrides: dict | None = None, **kwargs):
-    """A Trainer continuing the run saved in ``checkpoint`` (a path or a loaded checkpoint).
+def resume_settings(checkpoint: str | Path | dict, overrides: dict | None = None) -> tuple[dict, RunConfig]:
+    """The checkpoint to continue from (a path, or one already loaded) and the settings of the continued run.
 
     A run's last.pt that is missing or damaged is replaced by its prev.pt, with a warning saying so.
-
-    ``overrides`` may change what does not make it another run (``steps``, ``out``, ``lr_decay_steps``,
-    ...; see :func:`~ddpm_lib.config.resume_config`, which refuses the rest before any data is loaded).
-    ``kwargs`` go to the constructor (``data=``, ``labels=``, ``model=``).
+    ``overrides`` may change what does not make it another run (:func:`~ddpm_lib.config.resume_config`).
     """
     if isinstance(checkpoint, dict):
         ckpt = checkpoint
     else:
-        ckpt, note = ckpt_io.load_checkpoint_or_previous(checkpoint)
+        ckpt, note = load_checkpoint_or_previous(checkpoint)
         if note:
-            warnings.warn(note, stacklevel=2)
-    config = resume_config(ckpt, overrides)
-    # The weights come from the checkpoint: the run's init_from (kept in its settings) is not read again.
-    trainer = trainer_class(dataclasses.replace(config, init_from=None), **kwargs)
-    trainer.config = config
-    trainer.load_state(ckpt)
-    return trainer
+            warnings.warn(note, stacklevel=3)                          # the caller of Trainer.resume
+    return ckpt, resume_config(ckpt, overrides)
 
 
-def checkpoint_note(trainer) -> str:
-    """Which checkpoint this run can continue from, in words."""
-    if trainer.last_checkpoint is None:
+def checkpoint_note(last_checkpoint: tuple[Path, int] | None) -> str:
+    """Which checkpoint a run can continue from, in words: ``last_checkpoint`` is its (file, step), or None."""
+    if last_checkpoint is None:
         return "no checkpoint was written yet"
-    path, step = trainer.last_checkpoint
+    path, step = last_checkpoint
     return f"the last checkpoint, {path} (step {step}), is intact"
-
-
-def resume_flag(trainer) -> str:
-    """The ``train`` flag that continues from the last checkpoint: ``--resume``, or ``--resume PATH``."""
-    path = trainer.last_checkpoint[0]
-    return "--resume" if Path(path).resolve() == (trainer.out / "last.pt").resolve() else f"--resume {path}"

@@ -1,27 +1,41 @@
 """Stopping a training run on SIGINT or SIGTERM between two steps, and saying what was saved.
 
-:class:`StopSignals` turns the signals into a flag the training loop checks after each step; :func:`stop`
+:class:`StopSignals` turns the signals into a flag the training loop checks after each step; the Trainer
 then saves a checkpoint when the last one is old and raises :class:`TrainingInterrupted`, whose message
-says which checkpoint the run can continue from and with which flag.
+says which checkpoint the run can continue from (``checkpoint``; the command line adds its flag).
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 
-from .run_state import checkpoint_note, resume_flag
+from .run_state import checkpoint_note
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT or SIGTERM; ``message`` says what was saved, ``signum`` which signal it was."""
+    """Training stopped on SIGINT or SIGTERM; ``message`` says what was saved, ``signum`` which signal it was,
+    ``checkpoint`` the file the run can continue from (None when none was written)."""
 
-    def __init__(self, message: str, signum: int = signal.SIGINT):
+    def __init__(self, message: str, signum: int = signal.SIGINT, checkpoint: Path | None = None):
         super().__init__(message)
         self.message = message
         self.signum = signum
+        self.checkpoint = checkpoint
+
+    @classmethod
+    def at(cls, signum: int, step: int, last_checkpoint: tuple[Path, int] | None, saved: bool) -> TrainingInterrupted:
+        """Stopped by ``signum`` at ``step``; ``last_checkpoint`` is the run's (file, step), ``saved`` whether it
+        was written just now."""
+        what = f"interrupted ({signal.Signals(signum).name}) at step {step}"
+        if last_checkpoint is None:
+            return cls(f"{what}, before the first checkpoint: no checkpoint was saved", signum)
+        if saved:
+            return cls(f"{what}; saved {last_checkpoint[0]} there", signum, last_checkpoint[0])
+        return cls(f"{what}; {checkpoint_note(last_checkpoint)}", signum, last_checkpoint[0])
 
 
 class StopSignals:
@@ -52,25 +66,3 @@ class StopSignals:
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-
-
-def stop(trainer, signum: int) -> None:
-    """After SIGINT/SIGTERM between two steps: save a checkpoint if the last is old, raise TrainingInterrupted.
-
-    "Old" is more than ``trainer.save_on_stop_after`` steps behind the trainer's step.
-    """
-    saved_step = trainer.last_checkpoint[1] if trainer.last_checkpoint is not None else 0
-    saved = trainer.step - saved_step > trainer.save_on_stop_after
-    if saved:
-        trainer.save_checkpoint()
-    raise TrainingInterrupted(interrupted_message(trainer, signum, saved), signum)
-
-
-def interrupted_message(trainer, signum: int, saved: bool) -> str:
-    """What stopped the run at which step, which checkpoint it can continue from, and the flag to do so."""
-    what = f"interrupted ({signal.Signals(signum).name}) at step {trainer.step}"
-    if saved:
-        return f"{what}; saved {trainer.last_checkpoint[0]} there; continue with {resume_flag(trainer)}"
-    if trainer.last_checkpoint is None:
-        return f"{what}, before the first checkpoint: no checkpoint was saved"
-    return f"{what}; {checkpoint_note(trainer)}; continue with {resume_flag(trainer)}"

@@ -7,19 +7,24 @@
 AdamW with linear warm-up (and an optional linear decay at the end), gradient clipping, a non-finite-loss
 guard, autocast on CUDA (bf16, or fp16 with a gradient scaler), channels_last, optional torch.compile,
 DistributedDataParallel under torchrun, label dropout for class-conditional models, tqdm progress, a CSV
-log of every step, and atomic checkpoints from which a killed run continues exactly (:mod:`ddpm_lib.run_state`);
-SIGINT or SIGTERM stop it between two steps (:mod:`ddpm_lib.stopping`); optionally TensorBoard scalars and
-grids of samples along the way (:mod:`ddpm_lib.monitor`). The run's settings are a
-:class:`~ddpm_lib.config.RunConfig`; the device and precision come from :mod:`ddpm_lib.device`.
+log of every step, and atomic checkpoints from which a killed run continues exactly (:mod:`ddpm_lib.run_state`
+says what they hold); SIGINT or SIGTERM stop it between two steps (:mod:`ddpm_lib.stopping`); optionally
+TensorBoard scalars and grids of samples along the way (:mod:`ddpm_lib.monitor`). The run's settings are a
+:class:`~ddpm_lib.config.RunConfig`; the device and precision come from :mod:`ddpm_lib.device`; the files
+it writes are those of a :class:`~ddpm_lib.runfolder.RunFolder`.
+
+The Trainer has three phases: it is *built* (``__init__``: placement, data, model, optimizer, random
+streams, each a helper of its own), it takes one *step* (:meth:`Trainer.train_step`, read back by
+:meth:`Trainer.collect`), and its *loop* (:meth:`Trainer.train`) repeats steps, logs and checkpoints.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import os
+import dataclasses
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,18 +38,20 @@ from .config import SEED_STRIDE, RunConfig
 from .data import check_images, check_labels, fingerprint, load_dataset
 from .device import DistInfo, autocast_dtype, resolve_device
 from .ema import EMA
-from .files import RunLock, check_regular_file, remove_stale_temporaries, temporary_name, write_failure
 from .losses import ddpm_loss
 from .monitor import RunMonitor
+from .runfolder import RunFolder
 from .schedule import NoiseSchedule
-from .stopping import StopSignals, TrainingInterrupted, interrupted_message, stop
+from .stopping import StopSignals, TrainingInterrupted
 from .unet import UNet
-
-LOG_FIELDS = ("step", "loss", "grad_norm", "lr", "ema_decay", "skipped", "img_per_s", "elapsed_s")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss was not finite for too many steps in a row."""
+    """The loss was not finite for too many steps in a row; ``reason`` says so, ``lr`` is the run's lr."""
+
+    def __init__(self, reason: str, lr: float):
+        super().__init__(f"{reason}; try a lower learning rate (lr is now {lr})")
+        self.reason, self.lr = reason, lr
 
 
 def lr_factor(step: int, config: RunConfig) -> float:
@@ -72,94 +79,46 @@ def drop_labels(labels: Tensor, p: float, num_classes: int, generator: torch.Gen
     return torch.where(keep, labels, num_classes)
 
 
-class CsvLog:
-    """OUT/log.csv: one row per optimizer step, appended in batches, cut back to a checkpoint on resume."""
-
-    def __init__(self, path: Path, fields: tuple[str, ...] = LOG_FIELDS):
-        self.path = Path(path)
-        self.fields = fields
-
-    def append(self, rows: list[dict]) -> None:
-        """Append rows, writing the header first when the file is new or empty. Never writes through a link."""
-        if not rows:
-            return
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-            with open(fd, "a", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
-                if os.fstat(fd).st_size == 0:
-                    writer.writeheader()
-                writer.writerows(rows)
-        except OSError as err:
-            self._refuse_link()
-            raise write_failure(err, self.path, "its earlier rows are intact (a resume repairs a cut row)") from None
-
-    def _refuse_link(self) -> None:
-        if self.path.is_symlink():
-            raise ValueError(f"{self.path} is a symbolic link; the log is written only to a plain file: remove the "
-                             "link, or choose another --out")
-
-    def repair(self, step: int) -> str | None:
-        """Keep the well-formed rows up to ``step`` (a killed run may have logged past its checkpoint).
-
-        Rows that cannot be read (a row cut off by a full disk, a file that lost its header) are dropped, a step
-        logged twice keeps its last row, and the file is rewritten atomically with a header. Returns a one-line
-        note when the log was damaged (None when it was only cut back to ``step``, the usual case after a kill).
-        """
-        self._refuse_link()
-        if not self.path.exists():
-            return None
-        remove_stale_temporaries(self.path)
-        check_regular_file(self.path, "log")
-        try:                                                   # bytes that are not UTF-8 only spoil their rows
-            with open(self.path, newline="", encoding="utf-8", errors="replace") as f:
-                lines = list(csv.reader(line.replace("\0", "") for line in f))
-        except csv.Error as err:
-            raise ValueError(f"{self.path} cannot be read as CSV ({err}); move it away to resume without it") from None
-        has_header = bool(lines) and lines[0] == list(self.fields)
-        kept, unreadable, repeated = {}, 0, 0
-        for line in lines[1:] if has_header else lines:
-            row = dict(zip(self.fields, line))
-            try:
-                ok = len(line) == len(self.fields) and int(row["step"]) >= 1
-                float(row["loss"])                                  # a NaN loss (a skipped step) is a real row
-            except (ValueError, KeyError):
-                ok = False
-            if not ok:
-                unreadable += 1
-            elif int(row["step"]) <= step:
-                repeated += int(row["step"]) in kept
-                kept[int(row["step"])] = row
-        tmp = temporary_name(self.path)
-        try:
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=self.fields)
-                writer.writeheader()
-                writer.writerows(kept[k] for k in sorted(kept))
-            os.replace(tmp, self.path)
-        except OSError as err:                                 # a full disk, ulimit -f: name the file
-            tmp.unlink(missing_ok=True)
-            raise write_failure(err, self.path, "it was not changed") from None
-        missing = [k for k in range(1, step + 1) if k not in kept]
-        problems = ([f"dropped {unreadable} unreadable row(s)"] if unreadable else []) + \
-                   (["restored its header"] if lines and not has_header else []) + \
-                   ([f"kept the last of {repeated} repeated step(s)"] if repeated else []) + \
-                   ([f"step(s) {_spans(missing)} are missing from it"] if missing else [])
-        if not problems:
-            return None
-        return f"{self.path} was damaged: {'; '.join(problems)}; it now holds the readable rows up to step {step}"
+def place(config: RunConfig, processes: DistInfo) -> tuple[torch.device, int]:
+    """The device of this process (its own GPU under torchrun) and its share of each batch."""
+    device = resolve_device(config.device)
+    if processes.world_size > 1:
+        device = processes.init(device)
+    if config.batch_size % processes.world_size:
+        raise ValueError(f"batch-size {config.batch_size} is not divisible by {processes.world_size} processes")
+    return device, config.batch_size // processes.world_size
 
 
-def _spans(numbers: list[int]) -> str:
-    """[1, 2, 3, 7] -> '1-3, 7' (at most five spans, then '...')."""
-    spans: list[list[int]] = []
-    for n in numbers:
-        if spans and n == spans[-1][1] + 1:
-            spans[-1][1] = n
-        else:
-            spans.append([n, n])
-    text = [f"{a}-{b}" if a != b else f"{a}" for a, b in spans[:5]]
-    return ", ".join(text) + (", ..." if len(spans) > 5 else "")
+def training_data(config: RunConfig, data: Tensor | None, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """The images (N, C, H, W) in [-1, 1] and, for a conditional model, the labels (N,): ``data`` and ``labels``
+    when given, else the config's data set; checked either way."""
+    if data is None:
+        data, labels = load_dataset(config.dataset, config.data_root, train=True, with_labels=True)
+    if config.num_classes is not None:
+        if labels is None:
+            raise ValueError("a conditional model (num_classes) needs labels: pass labels= with data=")
+        labels = check_labels(labels, data.shape[0], config.num_classes)
+    check_images(data)
+    return data, labels
+
+
+def new_model(config: RunConfig, model: nn.Module | None, channels: int) -> nn.Module:
+    """The config's UNet (from ``init_from``'s weights if set), or ``model``, checked against the run.
+
+    Seeded with ``config.seed`` first, so every process (and every resume) builds the same initial weights.
+    """
+    torch.manual_seed(config.seed)
+    if model is None:
+        extra = {"num_classes": config.num_classes} if config.num_classes is not None else {}
+        model = UNet.from_preset(config.preset, in_channels=channels, **extra)
+        if config.init_from:
+            init_weights(model, config.init_from)
+    if getattr(model, "num_classes", None) != config.num_classes:
+        raise ValueError(f"the model has num_classes={getattr(model, 'num_classes', None)} but the run asks "
+                         f"for {config.num_classes}")
+    if getattr(model, "in_channels", channels) != channels:
+        raise ValueError(f"the model takes {model.in_channels} channel(s) but the data has {channels}")
+    return model
 
 
 class Trainer:
@@ -169,60 +128,27 @@ class Trainer:
     config's preset and data set. Under ``torchrun`` it wraps the model in DistributedDataParallel,
     gives each process its own shard of the data and lets process 0 alone write files.
 
-    While it trains it holds the lock of its output folder (:class:`~ddpm_lib.files.RunLock`), and SIGINT or
-    SIGTERM stop it between two steps: it saves a checkpoint when the last one is more than
-    ``save_on_stop_after`` steps old, then raises :class:`TrainingInterrupted`.
+    While it writes its output folder it holds the folder's lock (:meth:`RunFolder.lock
+    <ddpm_lib.runfolder.RunFolder.lock>`), and SIGINT or SIGTERM stop it between two steps: it saves a
+    checkpoint when the last one is more than ``save_on_stop_after`` steps old, then raises
+    :class:`TrainingInterrupted`.
     """
 
     save_on_stop_after = 10
 
+    # ------------------------------------------------------------------ build
     def __init__(self, config: RunConfig, *, model: nn.Module | None = None, data: Tensor | None = None,
                  labels: Tensor | None = None):
         self.config = config.validate()
         self.dist = DistInfo.from_env()
         self.monitor = RunMonitor(config, active=self.dist.is_main)       # before any work: needs tensorboard?
-        self.device = resolve_device(config.device)
-        if self.dist.world_size > 1:
-            self.device = self.dist.init(self.device)
-        if config.batch_size % self.dist.world_size:
-            raise ValueError(f"batch-size {config.batch_size} is not divisible by {self.dist.world_size} processes")
-        self.local_batch = config.batch_size // self.dist.world_size
-
-        if data is None:
-            data, labels = load_dataset(config.dataset, config.data_root, train=True, with_labels=True)
-        if config.num_classes is not None:
-            if labels is None:
-                raise ValueError("a conditional model (num_classes) needs labels: pass labels= with data=")
-            labels = check_labels(labels, data.shape[0], config.num_classes)
-        check_images(data)
+        self.device, self.local_batch = place(config, self.dist)
+        data, labels = training_data(config, data, labels)
         self.data_hash = fingerprint(data)
-        self.data = data[self.dist.rank::self.dist.world_size].to(self.device)   # this process's shard
-        self.labels = (labels[self.dist.rank::self.dist.world_size].to(self.device)
-                       if config.num_classes is not None else None)
+        self.data = self._shard(data)                                      # this process's shard
+        self.labels = self._shard(labels) if config.num_classes is not None else None
         self.schedule = NoiseSchedule.from_name(config.schedule, config.timesteps).to(self.device)
-
-        torch.manual_seed(config.seed)                                     # the same initial weights everywhere
-        if model is None:
-            extra = {"num_classes": config.num_classes} if config.num_classes is not None else {}
-            model = UNet.from_preset(config.preset, in_channels=data.shape[1], **extra)
-            if config.init_from:
-                init_weights(model, config.init_from)
-        if getattr(model, "num_classes", None) != config.num_classes:
-            raise ValueError(f"the model has num_classes={getattr(model, 'num_classes', None)} but the run asks "
-                             f"for {config.num_classes}")
-        if getattr(model, "in_channels", data.shape[1]) != data.shape[1]:
-            raise ValueError(f"the model takes {model.in_channels} channel(s) but the data has {data.shape[1]}")
-        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        # Autocast for the model's forward and backward (the loss is always computed in float32): bf16 on
-        # GPUs with bf16 units, fp16 with a gradient scaler on those without (T4, V100), none on CPUs.
-        self.amp_dtype = autocast_dtype(config.precision, self.device)
-        self.scaler = (torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None)
-        self.model = model.to(self.device, memory_format=self.memory_format)
-        self.ema = EMA(self.model, decay=config.ema_decay)
-        # Fused AdamW: one kernel for all parameters, and it can skip a step on the device (found_inf).
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, config), lr=config.lr,
-                                           weight_decay=config.weight_decay, fused=True)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, self.config))
+        self._build_optimization(new_model(config, model, channels=data.shape[1]))
         self.step = 0
         self.last_checkpoint: tuple[Path, int] | None = None              # (file, step) this run can resume from
         self.skipped_steps = 0                                             # non-finite steps skipped in all
@@ -230,18 +156,40 @@ class Trainer:
         # Data indices, timesteps and noise come from this generator; dropout from torch's global RNG.
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed * SEED_STRIDE + self.dist.rank)
         torch.manual_seed(config.seed * SEED_STRIDE + self.dist.rank + 1)
-
-        self.train_model: nn.Module = self.model
-        if self.dist.world_size > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        if config.compile:
-            self.train_model = torch.compile(self.train_model)
-        self.out = Path(config.out)
-        self.log = CsvLog(self.out / "log.csv")
+        self.train_model = self._wrap_for_training()
+        self.folder = RunFolder(config.out)
+        self.out = self.folder.path
+        self.log = self.folder.log()
         self._log_buffer: list[dict] = []                                  # numbers, not yet in log.csv
         self._pending: list[dict] = []                                     # rows still holding device tensors
         self._started_at = self._collected_at = time.perf_counter()
+
+    def _shard(self, tensor: Tensor) -> Tensor:
+        return tensor[self.dist.rank::self.dist.world_size].to(self.device)
+
+    def _build_optimization(self, model: nn.Module) -> None:
+        """The model on the device in its memory format, its precision, EMA copy, optimizer and lr schedule."""
+        self.memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        # Autocast for the model's forward and backward (the loss is always computed in float32): bf16 on
+        # GPUs with bf16 units, fp16 with a gradient scaler on those without (T4, V100), none on CPUs.
+        self.amp_dtype = autocast_dtype(self.config.precision, self.device)
+        self.scaler = (torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None)
+        self.model = model.to(self.device, memory_format=self.memory_format)
+        self.ema = EMA(self.model, decay=self.config.ema_decay)
+        # Fused AdamW: one kernel for all parameters, and it can skip a step on the device (found_inf).
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, self.config), lr=self.config.lr,
+                                           weight_decay=self.config.weight_decay, fused=True)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, self.config))
+
+    def _wrap_for_training(self) -> nn.Module:
+        """The module the steps call: the model, in DistributedDataParallel under torchrun, compiled if asked."""
+        train_model: nn.Module = self.model
+        if self.dist.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if self.config.compile:
+            train_model = torch.compile(train_model)
+        return train_model
 
     # ------------------------------------------------------------------ one step
     def _autocast(self):
@@ -328,7 +276,7 @@ class Trainer:
                 raise TrainingDiverged(
                     f"the loss was not finite for {self._bad_in_a_row} steps in a row (up to step {r['step']}); "
                     f"those steps were skipped, so the weights are the last good ones; "
-                    f"{run_state.checkpoint_note(self)}; try a lower --lr (now {self.config.lr})")
+                    f"{run_state.checkpoint_note(self.last_checkpoint)}", lr=self.config.lr)
         self._log_buffer.extend(out)
         return out
 
@@ -340,15 +288,15 @@ class Trainer:
         run by this call (also appended to OUT/log.csv). Holds the output folder's lock meanwhile; SIGINT or
         SIGTERM stop it between two steps (see the class docstring).
         """
-        with self.folder_lock(), StopSignals(enabled=self.dist.world_size == 1) as self._signals:
+        with self._writing(), StopSignals(enabled=self.dist.world_size == 1) as signals:
             try:
-                return self._train_loop(steps)
+                return self._train_loop(steps, signals)
             except KeyboardInterrupt as err:                               # mid-step: nothing more is saved
                 if isinstance(err, TrainingInterrupted):
                     raise
-                raise TrainingInterrupted(interrupted_message(self, signal.SIGINT, saved=False)) from None
+                raise TrainingInterrupted.at(signal.SIGINT, self.step, self.last_checkpoint, saved=False) from None
 
-    def _train_loop(self, steps: int | None = None) -> list[dict]:
+    def _train_loop(self, steps: int | None, signals: StopSignals) -> list[dict]:
         target = self.config.steps if steps is None else steps
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -358,7 +306,7 @@ class Trainer:
         bar = tqdm(total=target, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
                    disable=not (self.config.progress and self.dist.is_main))
         try:
-            while self.step < target and self._signals.signum is None:
+            while self.step < target and signals.signum is None:
                 self.train_step()
                 bar.update(1)
                 if self.step % self.config.log_every == 0 or self.step == target:
@@ -370,9 +318,9 @@ class Trainer:
                 if self.step % self.config.checkpoint_every == 0 or self.step == target:
                     rows.extend(self.collect())
                     self.save_checkpoint()
-            if self._signals.signum is not None and self.step < target:
+            if signals.signum is not None and self.step < target:
                 rows.extend(self.collect())
-                stop(self, self._signals.signum)
+                self._stop(signals.signum)
         finally:
             bar.close()
             rows.extend(self.collect())
@@ -380,11 +328,20 @@ class Trainer:
             self.monitor.close()
         return rows
 
-    def folder_lock(self) -> contextlib.AbstractContextManager:
-        """The lock of the output folder (process 0 only; the others write nothing)."""
-        return RunLock(self.out) if self.dist.is_main else contextlib.nullcontext()
+    def _stop(self, signum: int) -> None:
+        """After SIGINT/SIGTERM between two steps: save a checkpoint if the last is more than
+        ``save_on_stop_after`` steps old, then raise TrainingInterrupted saying what was saved."""
+        saved_step = self.last_checkpoint[1] if self.last_checkpoint is not None else 0
+        saved = self.step - saved_step > self.save_on_stop_after
+        if saved:
+            self.save_checkpoint()
+        raise TrainingInterrupted.at(signum, self.step, self.last_checkpoint, saved)
 
     # ------------------------------------------------------------------ files
+    def _writing(self) -> contextlib.AbstractContextManager:
+        """The output folder's lock, held while the Trainer writes there (process 0 only; the others write nothing)."""
+        return self.folder.lock(writer=self.dist.is_main)
+
     def flush_log(self) -> None:
         """Append buffered log rows to OUT/log.csv, and to TensorBoard when it is on (process 0 only)."""
         if not self.dist.is_main or not self._log_buffer:
@@ -394,12 +351,53 @@ class Trainer:
         self.monitor.log(self._log_buffer)
         self._log_buffer.clear()
 
-    # Checkpoints: what they hold, writing one, continuing from one (ddpm_lib.run_state). The functions take the
-    # trainer as their first argument, so they are its methods as they are, docstrings included.
-    state = run_state.state
-    save_checkpoint = run_state.save_checkpoint
-    load_state = run_state.load_state
-    resume = classmethod(run_state.resume)
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        """Write OUT/last.pt (or ``path``) atomically; only process 0 writes.
+
+        OUT/last.pt's previous version is kept as OUT/prev.pt (also atomically), so a damaged last.pt has a
+        fall-back (:meth:`RunFolder.previous_for <ddpm_lib.runfolder.RunFolder.previous_for>`).
+        """
+        path = Path(path) if path is not None else self.folder.last
+        self.collect()                                                     # the log and counters up to now
+        if self.dist.world_size > 1:
+            run_state.check_in_sync(self)
+        saved = run_state.state(self)                                      # collective under torchrun
+        if self.dist.is_main:
+            self.flush_log()
+            resumable = self.last_checkpoint[0] if self.last_checkpoint is not None else None
+            ckpt_io.atomic_save(saved, path, previous=self.folder.previous_for(path, resumable))
+        if self.dist.world_size > 1:
+            dist.barrier()
+        self.last_checkpoint = (path, self.step)
+        return path
+
+    def load_state(self, ckpt: dict) -> None:
+        """Continue from a training checkpoint, after checking it belongs to this run (:func:`run_state.restore
+        <ddpm_lib.run_state.restore>`); the log is cut back to its step (a killed run logs past it), and
+        repaired with a warning saying how when it is damaged."""
+        run_state.restore(self, ckpt)
+        self.last_checkpoint = (Path(ckpt["path"]), self.step) if "path" in ckpt else None
+        if self.dist.is_main and self.log.path.exists():
+            with self._writing():
+                note = self.log.repair(self.step)
+            if note:
+                warnings.warn(note, stacklevel=2)
+
+    @classmethod
+    def resume(cls, checkpoint: str | Path | dict, overrides: dict | None = None, **kwargs) -> Trainer:
+        """A Trainer continuing the run saved in ``checkpoint`` (a path or a loaded checkpoint).
+
+        A run's last.pt that is missing or damaged is replaced by its prev.pt, with a warning saying so.
+        ``overrides`` may change what does not make it another run (``steps``, ``out``, ``lr_decay_steps``,
+        ...; see :func:`~ddpm_lib.config.resume_config`, which refuses the rest before any data is loaded).
+        ``kwargs`` go to the constructor (``data=``, ``labels=``, ``model=``).
+        """
+        ckpt, config = run_state.resume_settings(checkpoint, overrides)
+        # The weights come from the checkpoint: the run's init_from (kept in its settings) is not read again.
+        trainer = cls(dataclasses.replace(config, init_from=None), **kwargs)
+        trainer.config = config
+        trainer.load_state(ckpt)
+        return trainer
 
 
 def _param_groups(model: nn.Module, config: RunConfig) -> list[dict]:

@@ -363,14 +363,14 @@ def test_sizes_out_of_range_are_refused_up_front(args, expected, tmp_path, monke
 
 def test_running_out_of_memory_is_one_line_that_says_what_to_lower(tmp_path, monkeypatch, capsys):
     """Issue 19: an allocation that fails anyway gave the raw allocator message."""
-    import ddpm_lib.sampling
+    import ddpm_lib.drawing
 
     def no_memory(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
                            "you tried to allocate 4096000000000 bytes. Error code 12 (Cannot allocate memory)")
 
-    monkeypatch.setattr(ddpm_lib.sampling, "ddpm_sample", no_memory)
-    monkeypatch.setattr(ddpm_lib.sampling, "ddim_sample", no_memory)         # the shipped model's CPU default
+    monkeypatch.setattr(ddpm_lib.drawing, "ddpm_sample", no_memory)          # the samplers `sample` draws with
+    monkeypatch.setattr(ddpm_lib.drawing, "ddim_sample", no_memory)          # the shipped model's CPU default
     code, err, _ = one_line(["sample", "--n", 2, "--steps", 2, "--device", "cpu", "--out", tmp_path / "s"], capsys)
     assert code == 1 and err == ["error: out of memory (it asked for 4,096.0 GB); lower --n or --chunk-size"]
 

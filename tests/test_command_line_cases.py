@@ -222,7 +222,7 @@ def test_a_log_repair_that_hits_the_file_size_limit_names_the_log(tmp_path):
     import resource
 
     from ddpm_lib.files import WriteFailed
-    from ddpm_lib.training import LOG_FIELDS, CsvLog
+    from ddpm_lib.runfolder import LOG_FIELDS, CsvLog
 
     log = CsvLog(tmp_path / "log.csv")
     log.append([{field: 1.0 for field in LOG_FIELDS} | {"step": step} for step in range(1, 101)])

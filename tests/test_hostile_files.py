@@ -148,9 +148,9 @@ def test_special_and_huge_files_are_refused_before_they_are_read(tmp_path, capsy
 def test_num_classes_is_bounded_and_in_the_memory_estimate(tmp_path, capsys, monkeypatch):
     code, err, _ = cli(["train", *TRAIN, "--num-classes", 10_000_000, "--out", tmp_path / "r"], capsys)
     assert code == 2 and err == ["error: num-classes must be an integer from 1 to 1,000,000, got 10000000"]
-    import ddpm_lib.device
+    import ddpm_lib.cli
 
-    monkeypatch.setattr(ddpm_lib.device, "available_memory", lambda device: 200 * 2**20)   # 200 MiB free
+    monkeypatch.setattr(ddpm_lib.cli, "available_memory", lambda device: 200 * 2**20)   # 200 MiB free
     code, err, _ = cli(["train", *TRAIN, "--dataset", "mnist-sample", "--num-classes", 1_000_000, "--steps", 1,
                         "--out", tmp_path / "r"], capsys)
     assert code == 2 and len(err) == 1

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ddpm_lib.checkpoint import load_checkpoint
-from ddpm_lib.files import LOCK_NAME, RunFolderBusy, RunLock, _acquire
+from ddpm_lib.runfolder import LOCK_NAME, RunFolderBusy, RunLock, _acquire
 
 TRAIN = ["--preset", "tiny", "--batch-size", "8", "--device", "cpu", "--no-progress", "--warmup-steps", "1"]
 SAMPLE = ["--n", "2", "--steps", "2", "--device", "cpu", "--weights", "model", "--no-progress"]
@@ -139,7 +139,7 @@ def losses(log):
 # ---------------------------------------------------------------- 4. the lock is held by an open file
 def test_deleting_the_lock_file_does_not_let_a_second_writer_in(tmp_path):
     folder = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom ddpm_lib.files import RunLock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom ddpm_lib.runfolder import RunLock\n"
                                f"with RunLock({str(folder)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n"],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -164,3 +164,22 @@ def test_a_stale_or_odd_lock_file_never_blocks(tmp_path):
         with RunLock(folder):
             assert (folder / LOCK_NAME).read_text().strip() == str(os.getpid())
         assert not (folder / LOCK_NAME).exists()
+
+
+def test_an_interrupted_run_is_told_the_flag_that_continues_it(tmp_path):
+    """The library says which checkpoint a stopped run can continue from; the command line names the flag."""
+    import signal
+
+    from ddpm_lib.cli import with_resume_flag
+    from ddpm_lib.runfolder import RunFolder
+    from ddpm_lib.stopping import TrainingInterrupted
+
+    folder = RunFolder(tmp_path / "run")
+    own = TrainingInterrupted("interrupted (SIGINT) at step 7; saved it there", signal.SIGINT, folder.last)
+    assert with_resume_flag(own, folder).message.endswith("; saved it there; continue with --resume")
+    elsewhere = tmp_path / "other" / "last.pt"
+    given = TrainingInterrupted("stopped", signal.SIGTERM, elsewhere)
+    flagged = with_resume_flag(given, folder)
+    assert flagged.message == f"stopped; continue with --resume {elsewhere}" and flagged.signum == signal.SIGTERM
+    none = TrainingInterrupted("interrupted (SIGINT) at step 3, before the first checkpoint: no checkpoint was saved")
+    assert with_resume_flag(none, folder) is none
