@@ -32,7 +32,7 @@ from .schedule import NoiseSchedule
 from .config import RunConfig
 from .device import resolve_device
 from .training import Trainer
-from .unet import UNet
+from .unet import UNet, forward_gflop
 
 # Dense bf16 peak of the GPUs we know, in TFLOP/s (no sparsity), for the MFU column.
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "T4": 65.0,
@@ -42,18 +42,6 @@ BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def forward_gflop(model: nn.Module, device: torch.device, channels: int) -> float:
-    """GFLOP of one forward pass per image, counted by torch's FlopCounterMode (2 per multiply-add)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.randn(2, channels, 32, 32, device=device)
-    t = torch.zeros(2, dtype=torch.long, device=device)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(x, t)
-    return counter.get_total_flops() / 2 / 1e9
 
 
 def timed(fn: Callable[[], None], device: torch.device, *, warmup: int, iters: int) -> float:
