@@ -1,4 +1,5 @@
-"""Command line: ``python -m ddpm_lib {train,sample,bench,metrics,grade}``.
+"""Command line: ``python -m ddpm_lib {train,sample,bench,metrics}``. (The notebook grader is the book's:
+``python -m ddpm_lib.book grade``, see ddpm_lib/book/cli.py.)
 
 Every command checks its input first and reports a mistake as one line, ``error: ...``, with exit
 status 2 (usage) or 1 (failure while running); never a traceback. ``--debug`` shows the traceback.
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m ddpm_lib", description="Train, sample and measure DDPM models.")
     parser.add_argument("--version", action="version", version=f"ddpm_lib {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="{train,sample,bench,metrics,grade}", parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,bench,metrics}", parser_class=Parser)
 
     train = sub.add_parser("train", help="train a model (see RunConfig for every setting)",
                            description="Train a DDPM. Flags override the values of --config.")
@@ -176,15 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
                                          "MNIST samples, against held-out real digits.")
     metrics.add_argument("samples", type=Path, help="a samples.npz written by `sample`")
 
-    grade = sub.add_parser("grade", help="grade students' notebooks (needs the 'grade' extra)",
-                           description="Run each submitted notebook in a fresh kernel without network, its "
-                                       "solution cells removed, and judge every exercise with the answer key "
-                                       "(never what the notebook prints). One CSV row per student and exercise.")
-    grade.add_argument("submissions", type=Path, nargs="+", metavar="SUBMISSION.ipynb",
-                       help="the notebooks; a student is named by the file (or its folder, for a chapter's name)")
-    grade.add_argument("--out", type=Path, default=None, help="write the verdicts to this CSV file")
-    grade.add_argument("--timeout", type=positive_int, default=300,
-                       help="seconds each notebook's cells may run in all (default 300)")
     return parser
 
 
@@ -614,31 +606,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_grade(args: argparse.Namespace) -> int:
-    try:
-        import nbclient  # noqa: F401
-        import nbformat  # noqa: F401
-    except ImportError:
-        raise UsageError("the grader needs nbclient and nbformat: pip install \"ddpm_lib[grade]\"") from None
-    from .grading import grade
-
-    for path in args.submissions:
-        if path.is_dir():
-            raise UsageError(f"{path} is a folder; give the notebooks in it, e.g. {path}/*.ipynb")
-        if not path.is_file():
-            raise UsageError(f"submission {path} does not exist")
-        if path.suffix != ".ipynb":
-            raise UsageError(f"submission {path} is not a notebook (.ipynb)")
-    if args.out is not None:
-        if args.out.is_dir():
-            raise UsageError(f"--out {args.out} is a folder; give a file name, e.g. {args.out / 'grades.csv'}")
-        check_can_create(args.out.parent if str(args.out.parent) else Path("."), "folder of --out")
-    grade(list(args.submissions), timeout=args.timeout, out=args.out)
-    return 0
-
-
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "bench": cmd_bench, "metrics": cmd_metrics,
-            "grade": cmd_grade}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "bench": cmd_bench, "metrics": cmd_metrics}
 
 
 class Interrupted(KeyboardInterrupt):

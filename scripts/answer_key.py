@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ddpm_lib.exercises import (ChoiceExercise, FunctionExercise, ValueExercise,  # noqa: E402
+from ddpm_lib.book.exercises import (ChoiceExercise, FunctionExercise, ValueExercise,  # noqa: E402
                                 exercise, expected_value)
 
 KINDS = {ValueExercise: "compute", FunctionExercise: "write code", ChoiceExercise: "why"}

@@ -1,6 +1,6 @@
 """Automatic checks for the book's exercises, keyed by the exercise's label.
 
-    from ddpm_lib.exercises import check, check_function, choose
+    from ddpm_lib.book.exercises import check, check_function, choose
     check("ex-forward-abar", my_answer)                 # a number, tensor or tuple
     check("ex-sampling-x0hat", my_x0, x_t=x500, eps=eps500, schedule=schedule)   # with inputs
     check_function("ex-forward-qsample", my_q_sample)    # a function, run on seeded random inputs
@@ -263,7 +263,7 @@ def _try_array(value: Any) -> np.ndarray | None:
 def judge_value(name: str, answer: Any, **inputs) -> tuple[bool, str]:
     """``(right, diagnosis)`` of a value answer to the keyed exercise ``name``; prints nothing.
 
-    What :func:`check` prints, and what ``python -m ddpm_lib grade`` records.
+    What :func:`check` prints, and what ``python -m ddpm_lib.book grade`` records.
     """
     ex = exercise(name, ValueExercise)
     missing = set(ex.inputs) - set(inputs)
@@ -381,13 +381,13 @@ def judge_choice(name: str, answer: str | None) -> tuple[bool, str]:
 # ---------------------------------------------------------------------------- shared pieces
 @lru_cache(maxsize=None)
 def _linear():
-    from .schedule import NoiseSchedule
+    from ...schedule import NoiseSchedule
     return NoiseSchedule.linear()
 
 
 @lru_cache(maxsize=None)
 def _cosine():
-    from .schedule import NoiseSchedule
+    from ...schedule import NoiseSchedule
     return NoiseSchedule.cosine()
 
 
@@ -397,7 +397,7 @@ def _col(v: torch.Tensor) -> torch.Tensor:
 
 def _short_schedule(generator: torch.Generator):
     """A random-length linear schedule: short, so that t and t - 1 give clearly different numbers."""
-    from .schedule import NoiseSchedule
+    from ...schedule import NoiseSchedule
     T = int(torch.randint(20, 40, (), generator=generator))
     return NoiseSchedule.linear(T=T, beta_start=1e-3, beta_end=0.2)
 
@@ -553,7 +553,7 @@ _register("ex-elbo-lambda", ValueExercise(
 
 
 def _kl(m1, v1, m2, v2):
-    from .losses import normal_kl
+    from ...losses import normal_kl
     f = lambda v: torch.tensor(float(v), dtype=torch.float64)           # noqa: E731
     return normal_kl(f(m1), f(math.log(v1)), f(m2), f(math.log(v2)))
 
@@ -680,7 +680,7 @@ def _n_params(module) -> int:
 
 
 def _resblock_params(C: int = 96, D: int = 384) -> int:
-    from .unet import ResBlock
+    from ...unet import ResBlock
     return _n_params(ResBlock(C, D, dropout=0.0, groups=32))
 
 
@@ -700,7 +700,7 @@ _register("ex-unet-resblock-params", ValueExercise(
 
 @lru_cache(maxsize=None)
 def _head_input_shape() -> tuple[int, ...]:
-    from .unet import UNet
+    from ...unet import UNet
     net = UNet(base_channels=16, channel_mult=(1, 2, 4), num_res_blocks=1, attention_resolutions=(),
                num_groups=8)
     seen = {}
@@ -727,7 +727,7 @@ _register("ex-unet-shape", ValueExercise(
 def _attention_bmm_flops(channels: int = 384, res: int = 16, heads: int = 8) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .unet import SelfAttention
+    from ...unet import SelfAttention
     layer = SelfAttention(channels, heads, groups=32)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
@@ -768,7 +768,7 @@ def _emb(t, dim, *, order="cos-sin", denominator=None):
 
 
 def _embedding_reference(t, dim):
-    from .unet import timestep_embedding
+    from ...unet import timestep_embedding
     return timestep_embedding(t, dim)
 
 
@@ -809,7 +809,7 @@ _register("ex-unet-why-skips", ChoiceExercise(
 # ============================================================================ 4. training
 @lru_cache(maxsize=None)
 def _n_training_digits() -> int:
-    from .data import load_dataset
+    from ...data import load_dataset
     return len(load_dataset("mnist-sample"))
 
 
@@ -823,7 +823,7 @@ _register("ex-training-epochs", ValueExercise(
 
 
 def _ema_weight(decay: float, n: int = 1000) -> float:
-    from .ema import EMA
+    from ...ema import EMA
     probe = EMA(torch.nn.Linear(1, 1, bias=False), decay=decay)
     weight = 1.0
     for _ in range(n):
@@ -842,7 +842,7 @@ _register("ex-training-ema", ValueExercise(
 
 
 def _losses_at(model, schedule, x0, noise, idx):
-    from .losses import ddpm_loss
+    from ...losses import ddpm_loss
     with torch.no_grad():
         return [ddpm_loss(model, schedule, x0, t=torch.full((x0.shape[0],), i, device=x0.device),
                           noise=noise).item() for i in idx]
@@ -875,7 +875,7 @@ def _loss_trials(generator):
 
 
 def _loss_reference(model, s, x0, t, noise, reduction):
-    from .losses import ddpm_loss
+    from ...losses import ddpm_loss
     return ddpm_loss(model, s, x0, t=t, noise=noise, reduction=reduction)
 
 
@@ -963,7 +963,7 @@ _register("ex-sampling-x0hat", ValueExercise(
 
 
 def _count_calls(N: int, K: int, C: int) -> tuple[int, int]:
-    from .sampling import ddpm_sample
+    from ...sampling import ddpm_sample
     seen = []
 
     def counting(x, t):
@@ -1055,7 +1055,7 @@ _register("ex-sampling-why-noise", ChoiceExercise(
 
 # ============================================================================ 6. DDIM
 def _ddim_loop(model, schedule, x_T, *, timestep="map", clamp=True, last=-1):
-    from .sampling import ddim_step
+    from ...sampling import ddim_step
     ten = schedule.respace(10)
     x = x_T
     with torch.no_grad():
@@ -1070,7 +1070,7 @@ def _ddim_loop(model, schedule, x_T, *, timestep="map", clamp=True, last=-1):
 
 
 def _ddim_sample_10(model, schedule, x_T):
-    from .sampling import ddim_sample
+    from ...sampling import ddim_sample
     return ddim_sample(model, schedule, x_T.shape, steps=10, x_T=x_T)
 
 
@@ -1092,7 +1092,7 @@ def _budget(steps: int = 20, key: str = "frechet", ddof: int = 1, per_seed: bool
     """DDIM (eta 0) minus DDPM at ``steps`` steps on ``key``: the difference of the means over seeds
     and its standard error sqrt(s_a^2 / n_a + s_b^2 / n_b), from the rows of sampler_quality.json."""
     import json
-    from .metrics import SAMPLER_QUALITY
+    from ..results import SAMPLER_QUALITY
     rows = json.loads(SAMPLER_QUALITY.read_text())["rows"]
     values = {name: np.array([r[key] for r in rows if r["sampler"] == name and r["steps"] == steps])
               for name in ("ddim-eta0", "ddpm")}
@@ -1156,7 +1156,7 @@ def _ddim_variant(s, x_t, t, t_prev, eps, *, x0_root=True, prev_root=True, use="
 
 
 def _ddim_reference(s, x_t, t, t_prev, eps):
-    from .sampling import ddim_step
+    from ...sampling import ddim_step
     return ddim_step(s, x_t, t, t_prev, eps, eta=0.0, clip_denoised=False)
 
 
@@ -1188,7 +1188,7 @@ def _invert_trials(generator):
 
 
 def _invert_reference(eps_model, schedule, x0, steps):
-    from .sampling import ddim_invert
+    from ...sampling import ddim_invert
     return ddim_invert(eps_model, schedule, x0, steps, device="cpu")
 
 
@@ -1253,7 +1253,7 @@ def _guidance_trials(generator):
 
 
 def _guidance_reference(eps_cond, eps_uncond, w):
-    from .sampling import guided
+    from ...sampling import guided
     x = eps_cond / 2                             # the stand-in network: cond 2x, uncond x - 1
     y = torch.tensor([1, 3, 3, 7, 9])
     return guided(_fake_conditional, y, w)(x, torch.zeros(5, dtype=torch.long))
@@ -1307,7 +1307,7 @@ _register("ex-cond-classifier", FunctionExercise(
 
 def _guidance_for_paper(w_paper: float) -> float:
     """The w of ``guided`` that gives the paper's (1 + w') eps_c - w' eps_u, solved from guided."""
-    from .sampling import guided
+    from ...sampling import guided
     x = torch.linspace(0.1, 1, 16, dtype=torch.float64).reshape(1, 1, 4, 4)
     y, t = torch.tensor([3]), torch.zeros(1, dtype=torch.long)
     g0, g1 = (guided(_fake_conditional, y, w)(x, t) for w in (0.0, 1.0))
@@ -1357,7 +1357,7 @@ def _heun_trials(generator):
 
 
 def _heun_reference(denoise, x, sigma, sigma_next):
-    from .ode import heun_step
+    from ...ode import heun_step
     return heun_step(denoise, x, sigma, sigma_next)
 
 
