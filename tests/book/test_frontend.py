@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from ddpm_lib import frontend
+from ddpm_lib.book import frontend
 
 
 @pytest.fixture
