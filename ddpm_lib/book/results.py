@@ -64,6 +64,30 @@ def seed_difference(a: dict, b: dict, key: str) -> tuple[float, float]:
     return a[key] - b[key], se
 
 
+# ---------------------------------------------------------------------------- formatters the chapters share
+#: How the chapters' tables and legends name each sampler of sampler_quality.json and ode_quality.json, in
+#: the order they are drawn.
+SAMPLER_NAMES = {"ddpm": "DDPM", "ddim-eta0": "DDIM, eta = 0", "ddim-eta1": "DDIM, eta = 1", "heun": "Heun",
+                 "dpm++": "DPM-Solver++(2M)"}
+
+
+def n_seeds(row: dict) -> int:
+    """How many seeds a row is over: its ``seeds`` is their list (a summary row) or their number (a card's)."""
+    seeds = row["seeds"]
+    return len(seeds) if isinstance(seeds, (list, tuple)) else int(seeds)
+
+
+def standard_error(row: dict, key: str) -> float:
+    """The standard error of a row's mean of ``key`` over its seeds: the standard deviation / sqrt(seeds)."""
+    return row[key + "_sd"] / math.sqrt(n_seeds(row))
+
+
+def mean_sd(row: dict, key: str, scale: float = 1.0, digits: int = 1) -> str:
+    """``"mean ± sd"`` of ``key`` over a row's seeds, both times ``scale`` (the mean alone for one seed)."""
+    text = f"{scale * row[key]:.{digits}f}"
+    return text + (f" ± {scale * row[key + '_sd']:.{digits}f}" if n_seeds(row) > 1 else "")
+
+
 # ---------------------------------------------------------------------------- calibration rows
 def blur(images: Tensor, sigma: float = 1.0) -> Tensor:
     """Gaussian blur (a calibration row: plausible digits, wrong texture)."""
