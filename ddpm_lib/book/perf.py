@@ -1,13 +1,16 @@
-"""The book's performance tables (appendix A2): the ladder from the seed tutorial's loops to ddpm_lib's,
-one change at a time. The measurements themselves (the tutorial's loops, timing, FLOP counts) are the
-library's, :mod:`ddpm_lib.bench` and :func:`ddpm_lib.unet.forward_gflop`.
+"""The book's performance tables (chapter 3, appendix A2): parameters, FLOPs and time per stage of a
+UNet (the stages of :meth:`UNet.stages`), and the ladder from the seed tutorial's loops to ddpm_lib's, one
+change at a time. The measurements themselves (the tutorial's loops, timing, the whole network's FLOPs)
+are the library's, :mod:`ddpm_lib.bench` and :func:`ddpm_lib.unet.forward_gflop`.
 """
 
 from __future__ import annotations
 
 import tempfile
+import time
 
 import torch
+from torch import nn
 
 from ..bench import TutorialLoop, timed
 from ..config import RunConfig
@@ -18,6 +21,61 @@ from ..training import Trainer
 from ..unet import UNet
 
 
+# ----------------------------------------------------------------------------- per stage (chapter 3, A2)
+def module_parameters(module: nn.Module) -> int:
+    """The number of parameters of any module (a block, a convolution; a whole UNet has num_parameters)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def flops_by_module(model: nn.Module) -> tuple[dict[str, int], int]:
+    """FLOPs of a forward pass of one image (1, 1, 32, 32), per module by its name in
+    ``model.named_modules()`` (2 per multiply-add), and in all, from PyTorch's ``FlopCounterMode``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False, depth=None)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, 1, 32, 32), torch.zeros(1, dtype=torch.long))
+    counts = {name.removeprefix("UNet").removeprefix("."): sum(ops.values())
+              for name, ops in counter.get_flop_counts().items()}
+    return counts, counter.get_total_flops()
+
+
+def per_stage(model: UNet, counts: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Parameters and FLOPs (``counts``, from :func:`flops_by_module`) grouped by stage, in forward order."""
+    names = {m: n for n, m in model.named_modules()}
+    table: dict[str, tuple[int, int]] = {}
+    for stage, module in model.stages():
+        p, f = table.get(stage, (0, 0))
+        table[stage] = (p + module_parameters(module), f + counts.get(names[module], 0))
+    return table
+
+
+def time_blocks(model: UNet, batch: int, repeats: int = 2) -> dict[nn.Module, float]:
+    """Seconds spent in each block of ``model.stages()`` in a forward pass of ``batch`` images, timed with
+    a pair of hooks (before and after) on every block: the best of ``repeats`` passes after a warm-up."""
+    blocks = [m for _, m in model.stages()]
+    spent, started = {m: [] for m in blocks}, {}
+    start = lambda m, a: started.__setitem__(m, time.perf_counter())
+    stop = lambda m, a, o: spent[m].append(time.perf_counter() - started[m])
+    pre = [m.register_forward_pre_hook(start) for m in blocks]
+    post = [m.register_forward_hook(stop) for m in blocks]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 1, 32, 32, generator=gen)            # (batch, 1, 32, 32)
+    t = torch.randint(0, 1000, (batch,), generator=gen)         # (batch,)
+    try:
+        with torch.no_grad():
+            model(x, t)                                          # warm-up: the same shapes
+            for s in spent.values():
+                s.clear()
+            for _ in range(repeats):
+                model(x, t)
+    finally:
+        for h in pre + post:
+            h.remove()
+    return {m: min(s) for m, s in spent.items()}                 # the least disturbed of the passes
+
+
+# ----------------------------------------------------------------------------- the ladder (appendix A2)
 def ladder(device: str = "auto", preset: str | None = None, quick: bool = True) -> list[dict]:
     """Training and sampling throughput as the tutorial's loops become ddpm_lib's, one change at a time.
 
