@@ -156,9 +156,9 @@ def __ddpm_grader_setup(out_dir, trials_dir, guard):
             raise OSError("no network while grading")
         socket.socket.connect = socket.socket.connect_ex = refuse
         socket.create_connection = refuse
+    registry = dict(ex.EXERCISES)        # first: it imports every chapter's keys (submodules of the package)
     names = {(m.__name__, k): v for m in (package, ex) for k, v in vars(m).items()}
     codes = {k: v.__code__ for k, v in names.items() if inspect.isfunction(v)}
-    registry = dict(ex.EXERCISES)
     explain, save, load = ex._explain, torch.save, torch.load
 
     def plain(v):

@@ -91,7 +91,7 @@ FIXTURES = {
     "hanging": submission({**RIGHT, "ex-forward-qsample": ("def my_q_sample(schedule, x0, t, eps):\n"
                                                            "    while True:\n        pass")}),
     # changes the checker without naming it in a way a text scan sees: the run-time audit catches it
-    "tampering": submission(SLIPS, prelude="m = __import__('ddpm_lib').__dict__['exer' + 'cises']\n"
+    "tampering": submission(SLIPS, prelude="m = __import__('ddpm_lib.book').book.__dict__['exer' + 'cises']\n"
                                            "setattr(m, 'check', lambda *a, **k: print('[right]'))"),
 }
 
