@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 # MPLBACKEND is not exported: a Jupyter kernel draws inline figures only when it is unset (or inline), so
 # Agg is set for the unit tests alone, which start no kernel. scripts/build_book.py sets the inline backend
-# for the book's kernels, and the chapters call ddpm_lib.images.book_style(), which also turns it on.
+# for the book's kernels, and the chapters call ddpm_lib.book.figures.book_style(), which also turns it on.
 # Portability: `make test` (and `make nbval`) run the chapters as another CPU would (one thread, ATen's
 # default kernels instead of AVX2), while `make book` keeps this machine's defaults, so both kinds of
 # arithmetic are exercised. `make test` runs each chapter once: its executed build (allow_errors: false,

@@ -32,7 +32,7 @@ from .schedule import NoiseSchedule
 from .config import RunConfig
 from .device import resolve_device
 from .training import Trainer
-from .unet import UNet
+from .unet import UNet, forward_gflop
 
 # Dense bf16 peak of the GPUs we know, in TFLOP/s (no sparsity), for the MFU column.
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "T4": 65.0,
@@ -42,18 +42,6 @@ BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def forward_gflop(model: nn.Module, device: torch.device, channels: int) -> float:
-    """GFLOP of one forward pass per image, counted by torch's FlopCounterMode (2 per multiply-add)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.randn(2, channels, 32, 32, device=device)
-    t = torch.zeros(2, dtype=torch.long, device=device)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(x, t)
-    return counter.get_total_flops() / 2 / 1e9
 
 
 def timed(fn: Callable[[], None], device: torch.device, *, warmup: int, iters: int) -> float:
@@ -210,57 +198,3 @@ def print_results(r: dict) -> None:
           f"sampling batch: tutorial 1, ddpm_lib {r['sample_batch']}. {r['sampling_note']}.")
     if "tflops" in r:
         print(f"training throughput {r['tflops']} TFLOP/s, MFU {r['mfu']}")
-
-
-# ----------------------------------------------------------------------------- the ladder (appendix A2)
-def ladder(device: str = "auto", preset: str | None = None, quick: bool = True) -> list[dict]:
-    """Training and sampling throughput as the tutorial's loops become ddpm_lib's, one change at a time.
-
-    Each row adds one change to the row above and reports images per second. Training rows use batch 64
-    and the same UNet; sampling rows are full 1,000-step rates estimated from a few steps.
-    """
-    dev = resolve_device(device)
-    preset = preset or ("tutorial" if dev.type == "cuda" else "tiny")
-    iters = 6 if quick else 20
-    torch.manual_seed(0)
-    data = torch.rand(2048, 1, 32, 32) * 2 - 1
-    rows: list[dict] = []
-
-    def train_row(name: str, loop: TutorialLoop, note: str) -> None:
-        s = timed(loop.train_step, dev, warmup=2, iters=iters)
-        rows.append({"part": "train", "change": name, "img_per_s": round(loop.batch_size / s, 1), "note": note})
-
-    loop = TutorialLoop(UNet.from_preset(preset), data, dev, 64)
-    train_row("tutorial loop", loop, "fp32, host t lookup, per-parameter EMA, loss.item() each step")
-
-    class ForeachEMA(TutorialLoop):
-        def update_ema(self):                                              # the tutorial's step, one fused EMA
-            torch._foreach_lerp_(self.ema, [p.detach() for p in self.model.parameters()], 1 - self.ema_decay)
-
-    train_row("+ foreach EMA", ForeachEMA(UNet.from_preset(preset), data, dev, 64), "one fused update for all weights")
-    cl = ForeachEMA(UNet.from_preset(preset).to(memory_format=torch.channels_last),
-                    data.contiguous(memory_format=torch.channels_last), dev, 64)
-    train_row("+ channels_last", cl, "NHWC memory: faster convolutions on CPU and GPU")
-
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(RunConfig(preset=preset, batch_size=64, device=str(dev), out=tmp, progress=False,
-                                    steps=10**9, warmup_steps=0), data=data)
-        s = timed(trainer.train_step, dev, warmup=2, iters=iters)
-        rows.append({"part": "train", "change": "= ddpm_lib Trainer", "img_per_s": round(64 / s, 1),
-                     "note": "data and RNG on the device, AdamW, clipping, NaN guard" +
-                             (", bf16, fused AdamW" if dev.type == "cuda" else "")})
-        model = trainer.ema.module
-
-    steps = 5 if quick else 20
-    loop = TutorialLoop(UNet.from_preset(preset), data, dev, 64)
-    s = timed(lambda: loop.sample_one(steps), dev, warmup=1, iters=1)
-    rows.append({"part": "sample", "change": "tutorial loop", "img_per_s": round(1 / (s * 1000 / steps), 4),
-                 "note": "one image at a time, noise and update on the host"})
-    schedule = NoiseSchedule.linear().respace(steps)
-    plain = UNet.from_preset(preset).to(dev).eval()
-    plain.load_state_dict(model.state_dict())
-    for name, net, note in (("+ batch of 64 on the device", plain, "ddpm_sample, NCHW"),
-                            ("+ channels_last", model.to(memory_format=torch.channels_last), "= ddpm_lib ddpm_sample")):
-        s = timed(lambda: ddpm_sample(net, schedule, (64, 1, 32, 32), seed=0, device=dev), dev, warmup=1, iters=1)
-        rows.append({"part": "sample", "change": name, "img_per_s": round(64 / (s * 1000 / steps), 4), "note": note})
-    return rows

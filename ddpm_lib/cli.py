@@ -1,4 +1,5 @@
-"""Command line: ``python -m ddpm_lib {train,sample,bench,metrics,grade}``.
+"""Command line: ``python -m ddpm_lib {train,sample,bench,metrics}``. (The notebook grader is the book's:
+``python -m ddpm_lib.book grade``, see ddpm_lib/book/cli.py.)
 
 Every command checks its input first and reports a mistake as one line, ``error: ...``, with exit
 status 2 (usage) or 1 (failure while running); never a traceback. ``--debug`` shows the traceback.
@@ -23,7 +24,9 @@ import numpy as np
 import torch
 
 from . import __version__
-from .checkpoint import SHIPPED_MODELS, CheckpointError, load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from .checkpoint import (DDIM_DEFAULT_STEPS, ODE_DEFAULT_STEPS, ODE_SAMPLERS, SHIPPED_CPU_ETA,  # noqa: F401
+                         SHIPPED_CPU_SAMPLER, SHIPPED_CPU_STEPS, SHIPPED_MODELS, CheckpointError, load_checkpoint,
+                         model_from_checkpoint, resolve_checkpoint, shipped_cpu_default)
 from .config import MAX_TRAIN_SEED, PRECISIONS, RunConfig, read_yaml_settings, setting_help
 from .data import DATASETS, DatasetUnavailable, to_model_range
 from .device import DistInfo, available_memory, resolve_device
@@ -45,19 +48,8 @@ MEMORY_HINTS = {"train": "lower --batch-size (or use a smaller --preset)", "samp
                 "metrics": "score fewer images", "bench": "lower --batch-size"}
 INTERRUPTED = {"sample": "no samples were written", "metrics": "nothing was written",
                "train": "nothing was written", "bench": "nothing was written"}
-# `sample` with a shipped model on a CPU and no --sampler: chosen by measurement; the book's appendix A1 states
-# the rule and asserts it against ddpm_lib/assets/sampler_quality.json and ode_quality.json.
-SHIPPED_CPU_SAMPLER, SHIPPED_CPU_STEPS, SHIPPED_CPU_ETA = "ddim", 50, 1.0
-DDIM_DEFAULT_STEPS = 50                                  # `--sampler ddim` without --steps, any model
-ODE_SAMPLERS = ("heun", "dpm++")                         # ddpm_lib.ode: network calls, not steps, are --steps
-ODE_DEFAULT_STEPS = 20                                   # their calls without --steps
-
-
-def shipped_cpu_default() -> str:
-    """The shipped models' CPU default in words, e.g. 'ddim, eta 1, 50 steps'."""
-    eta = f", eta {SHIPPED_CPU_ETA:g}" if SHIPPED_CPU_SAMPLER == "ddim" else ""
-    unit = "network calls" if SHIPPED_CPU_SAMPLER in ODE_SAMPLERS else "steps"
-    return f"{SHIPPED_CPU_SAMPLER}{eta}, {SHIPPED_CPU_STEPS} {unit}"
+# The shipped models' CPU sampler default (chosen by measurement; appendix A1 states the rule and asserts it)
+# lives beside the models, in checkpoint.py.
 
 
 class UsageError(Exception):
@@ -123,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m ddpm_lib", description="Train, sample and measure DDPM models.")
     parser.add_argument("--version", action="version", version=f"ddpm_lib {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="{train,sample,bench,metrics,grade}", parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,bench,metrics}", parser_class=Parser)
 
     train = sub.add_parser("train", help="train a model (see RunConfig for every setting)",
                            description="Train a DDPM. Flags override the values of --config.")
@@ -190,15 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
                                          "MNIST samples, against held-out real digits.")
     metrics.add_argument("samples", type=Path, help="a samples.npz written by `sample`")
 
-    grade = sub.add_parser("grade", help="grade students' notebooks (needs the 'grade' extra)",
-                           description="Run each submitted notebook in a fresh kernel without network, its "
-                                       "solution cells removed, and judge every exercise with the answer key "
-                                       "(never what the notebook prints). One CSV row per student and exercise.")
-    grade.add_argument("submissions", type=Path, nargs="+", metavar="SUBMISSION.ipynb",
-                       help="the notebooks; a student is named by the file (or its folder, for a chapter's name)")
-    grade.add_argument("--out", type=Path, default=None, help="write the verdicts to this CSV file")
-    grade.add_argument("--timeout", type=positive_int, default=300,
-                       help="seconds each notebook's cells may run in all (default 300)")
     return parser
 
 
@@ -552,31 +535,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_grade(args: argparse.Namespace) -> int:
-    try:
-        import nbclient  # noqa: F401
-        import nbformat  # noqa: F401
-    except ImportError:
-        raise UsageError("the grader needs nbclient and nbformat: pip install \"ddpm_lib[grade]\"") from None
-    from .grading import grade
-
-    for path in args.submissions:
-        if path.is_dir():
-            raise UsageError(f"{path} is a folder; give the notebooks in it, e.g. {path}/*.ipynb")
-        if not path.is_file():
-            raise UsageError(f"submission {path} does not exist")
-        if path.suffix != ".ipynb":
-            raise UsageError(f"submission {path} is not a notebook (.ipynb)")
-    if args.out is not None:
-        if args.out.is_dir():
-            raise UsageError(f"--out {args.out} is a folder; give a file name, e.g. {args.out / 'grades.csv'}")
-        check_can_create(args.out.parent if str(args.out.parent) else Path("."), "folder of --out")
-    grade(list(args.submissions), timeout=args.timeout, out=args.out)
-    return 0
-
-
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "bench": cmd_bench, "metrics": cmd_metrics,
-            "grade": cmd_grade}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "bench": cmd_bench, "metrics": cmd_metrics}
 
 
 class Interrupted(KeyboardInterrupt):

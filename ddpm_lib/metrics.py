@@ -22,9 +22,7 @@ images of the same classes (1.0: as varied as real data; guidance lowers it).
 from __future__ import annotations
 
 import functools
-import json
 import math
-import statistics
 from pathlib import Path
 
 import torch
@@ -182,25 +180,6 @@ def conditional_quality(images: Tensor, requested: Tensor, *, dataset: str = "mn
             "spread": sum(ratios) / len(ratios) if ratios else float("nan")}
 
 
-def blur(images: Tensor, sigma: float = 1.0) -> Tensor:
-    """Gaussian blur (a calibration row: plausible digits, wrong texture)."""
-    radius = max(1, int(3 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    k = k / k.sum()
-    c = images.shape[1]
-    along_w, along_h = k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
-    out = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="replicate"), along_w, groups=c)
-    out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), along_h, groups=c)
-    return out
-
-
-def add_noise(images: Tensor, std: float = 0.3, seed: int = 0) -> Tensor:
-    """Gaussian pixel noise, clipped to [-1, 1] (a calibration row: right shapes, noisy pixels)."""
-    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
-    return (images + std * noise).clamp(-1, 1)
-
-
 def nearest_distance(images: Tensor, reference: Tensor, chunk: int = 256) -> Tensor:
     """L2 distance (pixels in [-1, 1]) from each image to its nearest image of ``reference``: (N,).
 
@@ -213,51 +192,6 @@ def nearest_distance(images: Tensor, reference: Tensor, chunk: int = 256) -> Ten
     ref = reference.flatten(1).double()                                     # (M, C*H*W)
     return torch.cat([torch.cdist(part.flatten(1).double(), ref).min(dim=1).values
                       for part in images.split(chunk)]).float()
-
-
-SAMPLER_QUALITY = ASSETS / "sampler_quality.json"
-ODE_QUALITY = ASSETS / "ode_quality.json"            # heun and dpm++ (chapter 8), same format
-QUALITY_KEYS = ("confident", "class_entropy", "frechet", "wall_s")
-
-
-def sampler_quality_summary(path: str | Path = SAMPLER_QUALITY) -> list[dict]:
-    """Mean and spread over seeds of the runs of scripts/sampler_quality.py, per (sampler, steps).
-
-    Reads the JSON file it writes (by default the shipped ``assets/sampler_quality.json``: the shipped
-    model, 256 images per run). Returns one dict per (sampler, steps), samplers in the file's order,
-    steps ascending, with ``seeds`` (list) and, for each of ``confident``, ``class_entropy``,
-    ``frechet`` and ``wall_s``: the mean, ``_min``, ``_max`` and ``_sd`` (sample standard deviation
-    over seeds; 0 for one seed).
-    """
-    rows = json.loads(Path(path).read_text())["rows"]
-    groups: dict[tuple[str, int], list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["sampler"], int(r["steps"])), []).append(r)
-    order = list(dict.fromkeys(r["sampler"] for r in rows))
-    out = []
-    for (sampler, steps), runs in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
-        entry = {"sampler": sampler, "steps": steps, "seeds": [r["seed"] for r in runs]}
-        for key in QUALITY_KEYS:
-            values = [float(r[key]) for r in runs]
-            entry[key] = statistics.fmean(values)
-            entry[key + "_min"], entry[key + "_max"] = min(values), max(values)
-            entry[key + "_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        out.append(entry)
-    return out
-
-
-def seed_difference(a: dict, b: dict, key: str) -> tuple[float, float]:
-    """Mean of ``a`` minus mean of ``b`` for ``key``, and the standard error of that difference.
-
-    ``a`` and ``b`` are entries of :func:`sampler_quality_summary`; each mean is over its seeds, so
-    the standard error is ``sqrt(sd_a^2 / n_a + sd_b^2 / n_b)`` with the sample standard deviations
-    over seeds. A difference within about two standard errors is a tie on these seeds.
-    """
-    if len(a["seeds"]) < 2 or len(b["seeds"]) < 2:
-        raise ValueError(f"a standard error needs two or more seeds per row, got {len(a['seeds'])} "
-                         f"and {len(b['seeds'])}")
-    se = math.sqrt(a[key + "_sd"] ** 2 / len(a["seeds"]) + b[key + "_sd"] ** 2 / len(b["seeds"]))
-    return a[key] - b[key], se
 
 
 def _check_digits(images: Tensor, min_images: int) -> None:

@@ -1,6 +1,7 @@
 """The files that ship inside ddpm_lib, found through importlib.resources: ``ASSETS`` (the shipped models,
-the bundled digits, the cards, logs and samples the chapters read) and ``CONFIGS`` (the example training
-configs, which ``train --config NAME`` takes by name).
+the classifiers and the bundled digits) and ``CONFIGS`` (the example training configs, which
+``train --config NAME`` takes by name). What only the chapters read (cards, logs, stored samples, the
+sampler comparisons) is the book's, ``ddpm_lib.book.ASSETS``.
 
 Both are folders of the installed package, so they are there after ``pip install`` as in this repository;
 the chapters read every file of theirs from here, never from the repository around them.

@@ -46,12 +46,52 @@ def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
     return (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
 
 
-class NoiseSchedule(Parametrisations):
+class ScheduleRecord:
+    """How a schedule is written down (in a checkpoint) and read back, and when two are the same; a part of
+    :class:`NoiseSchedule`."""
+
+    def to_config(self) -> dict:
+        """A plain dict that :meth:`from_config` turns back into this schedule (saved in checkpoints)."""
+        cfg = {"kind": self.kind, **self.params}
+        if self.kind == "custom":
+            cfg["betas"] = self.betas.tolist()
+        timestep_map = self.timestep_map.cpu()                             # the schedule may live on a GPU
+        if not torch.equal(timestep_map, torch.arange(self.T)):
+            cfg["timestep_map"] = timestep_map.tolist()
+        return cfg
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "NoiseSchedule":
+        cfg = dict(cfg)
+        kind = cfg.pop("kind", None)
+        timestep_map = cfg.pop("timestep_map", None)
+        if kind == "linear":
+            sched = cls.linear(**cfg)
+        elif kind == "cosine":
+            sched = cls.cosine(**cfg)
+        elif kind == "respaced":
+            return cls.from_config(cfg["from"]).respace(cfg["steps"])
+        elif kind == "custom":
+            sched = cls(cfg.pop("betas"), kind=kind, params=cfg)
+        else:
+            raise ValueError(f"not a noise-schedule config (kind={kind!r})")
+        if timestep_map is not None:
+            sched.timestep_map = torch.as_tensor(timestep_map, dtype=torch.long)
+        return sched
+
+    def same_as(self, other: "NoiseSchedule") -> bool:
+        """True when both schedules have the same betas (to 1e-12) and timestep map."""
+        return (self.T == other.T and torch.allclose(self.betas, other.betas.to(self.betas.device), rtol=0, atol=1e-12)
+                and torch.equal(self.timestep_map.cpu(), other.timestep_map.cpu()))
+
+
+class NoiseSchedule(ScheduleRecord, Parametrisations):
     """beta_1..beta_T and the forward-process quantities of DDPM, with the maths that uses them.
 
     Build one with :meth:`linear` or :meth:`cosine` (or from raw ``betas``). ``t`` arguments are
     LongTensors of shape (B,) with values in ``0 .. T-1`` (see the module docstring). The conversions
-    between the eps-, x_0- and v-parametrisations and the SNR come from :class:`Parametrisations`.
+    between the eps-, x_0- and v-parametrisations and the SNR come from :class:`Parametrisations`; its record
+    (``to_config``, ``from_config``, ``same_as``) from :class:`ScheduleRecord`.
     """
 
     def __init__(self, betas: Tensor, *, kind: str = "custom", params: dict | None = None,
@@ -123,40 +163,6 @@ class NoiseSchedule(Parametrisations):
         if name not in SCHEDULES:
             raise ValueError(f"unknown noise schedule {name!r}; choose one of {list(SCHEDULES)}")
         return getattr(cls, name)(T=T)
-
-    def to_config(self) -> dict:
-        """A plain dict that :meth:`from_config` turns back into this schedule (saved in checkpoints)."""
-        cfg = {"kind": self.kind, **self.params}
-        if self.kind == "custom":
-            cfg["betas"] = self.betas.tolist()
-        timestep_map = self.timestep_map.cpu()                             # the schedule may live on a GPU
-        if not torch.equal(timestep_map, torch.arange(self.T)):
-            cfg["timestep_map"] = timestep_map.tolist()
-        return cfg
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> "NoiseSchedule":
-        cfg = dict(cfg)
-        kind = cfg.pop("kind", None)
-        timestep_map = cfg.pop("timestep_map", None)
-        if kind == "linear":
-            sched = cls.linear(**cfg)
-        elif kind == "cosine":
-            sched = cls.cosine(**cfg)
-        elif kind == "respaced":
-            return cls.from_config(cfg["from"]).respace(cfg["steps"])
-        elif kind == "custom":
-            sched = cls(cfg.pop("betas"), kind=kind, params=cfg)
-        else:
-            raise ValueError(f"not a noise-schedule config (kind={kind!r})")
-        if timestep_map is not None:
-            sched.timestep_map = torch.as_tensor(timestep_map, dtype=torch.long)
-        return sched
-
-    def same_as(self, other: "NoiseSchedule") -> bool:
-        """True when both schedules have the same betas (to 1e-12) and timestep map."""
-        return (self.T == other.T and torch.allclose(self.betas, other.betas.to(self.betas.device), rtol=0, atol=1e-12)
-                and torch.equal(self.timestep_map.cpu(), other.timestep_map.cpu()))
 
     def to(self, device: torch.device | str) -> "NoiseSchedule":
         """This schedule with every coefficient tensor on ``device``, as torch's ``Tensor.to``.

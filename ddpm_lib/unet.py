@@ -174,6 +174,18 @@ def conv_output_bytes(config: dict) -> tuple[int, int]:
     return sum(sizes), max(sizes)
 
 
+def forward_gflop(model: nn.Module, device: torch.device | str, channels: int) -> float:
+    """GFLOP of one forward pass per image, counted by torch's FlopCounterMode (2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(2, channels, 32, 32, device=device)
+    t = torch.zeros(2, dtype=torch.long, device=device)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x, t)
+    return counter.get_total_flops() / 2 / 1e9
+
+
 class UNet(nn.Module):
     """eps_theta(x_t, t) for images of shape (B, C, H, W) with H = W = ``image_size``.
 

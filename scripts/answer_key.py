@@ -7,7 +7,7 @@ For every exercise of every page, in the book's order: its chapter, label, kind 
 why), what the check computes the answer from, the answer (the value, the signature the function is
 checked against, or the right letter and why), and each common slip the check names, or, for a
 multiple-choice question, why each wrong option is wrong. Everything comes from the registry in
-ddpm_lib/exercises.py, so the key cannot drift from what the checks accept.
+ddpm_lib/book/exercises/, so the key cannot drift from what the checks accept.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ddpm_lib.exercises import (ChoiceExercise, FunctionExercise, ValueExercise,  # noqa: E402
+from ddpm_lib.book.exercises import (ChoiceExercise, FunctionExercise, ValueExercise,  # noqa: E402
                                 exercise, expected_value)
 
 KINDS = {ValueExercise: "compute", FunctionExercise: "write code", ChoiceExercise: "why"}

@@ -2,7 +2,7 @@
 
     python scripts/evaluate_checkpoint.py runs/mnist_small/last.pt
 
-Writes, under ddpm_lib/assets/:
+Writes the weights under ddpm_lib/assets/ and what the chapters read under ddpm_lib/book/assets/:
   mnist_small.pt          the EMA weights, model and schedule configs, and the card (what
                           `python -m ddpm_lib sample` uses when no --checkpoint is given)
   mnist_small_card.json   the model card: command, config, data, steps, hardware, wall time, final loss,
@@ -32,11 +32,13 @@ from ddpm_lib.checkpoint import SHIPPED, export_weights, load_checkpoint, model_
 from ddpm_lib.data import load_dataset, to_model_range
 from ddpm_lib.images import save_grid
 from ddpm_lib.losses import bits_per_dim
-from ddpm_lib.metrics import add_noise, blur, reference_split, sample_quality
+from ddpm_lib.book.results import add_noise, blur
+from ddpm_lib.metrics import reference_split, sample_quality
 
 ROOT = Path(__file__).resolve().parents[1]
 
-ASSETS = ROOT / "ddpm_lib" / "assets"
+ASSETS = ROOT / "ddpm_lib" / "assets"                       # the weights
+BOOK_ASSETS = ROOT / "ddpm_lib" / "book" / "assets"        # the card, log and samples the chapters read
 
 
 def cpu_name() -> str:
@@ -128,7 +130,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     target = work / "quick.pt" if args.quick else SHIPPED
 
-    log = downsample_log(run_dir / "log.csv", work / "log.csv" if args.quick else ASSETS / "mnist_small_log.csv")
+    log = downsample_log(run_dir / "log.csv", work / "log.csv" if args.quick else BOOK_ASSETS / "mnist_small_log.csv")
     export_weights(ckpt, target)                                           # card added below
 
     # Samples as a reader gets them: the CLI's defaults on this CPU, and full 1000-step sampling.
@@ -183,8 +185,8 @@ def main() -> None:
         print(json.dumps({k: v for k, v in card.items() if k != "bits_per_dim"}, indent=2))
         return
     export_weights(ckpt, SHIPPED, card={k: v for k, v in card.items() if k != "bits_per_dim"})
-    (ASSETS / "mnist_small_card.json").write_text(json.dumps(card, indent=2) + "\n")
-    np.savez_compressed(ASSETS / "mnist_small_samples.npz", images=default_images, seed=0, steps=default_steps)
+    (BOOK_ASSETS / "mnist_small_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    np.savez_compressed(BOOK_ASSETS / "mnist_small_samples.npz", images=default_images, seed=0, steps=default_steps)
     (ROOT / "book" / "images").mkdir(exist_ok=True)
     save_grid(to_model_range(default_images), ROOT / "book" / "images" / "mnist_small_samples.png", nrow=16, upscale=2)
     print(f"wrote {SHIPPED}, the card and the samples")

@@ -4,7 +4,7 @@
     python scripts/evaluate_conditional.py runs/fashion_conditional/last.pt --name fashion_conditional \
         --dataset fashion
 
-Writes, under ddpm_lib/assets/:
+Writes the weights under ddpm_lib/assets/ and what the chapters read under ddpm_lib/book/assets/:
   NAME.pt               the EMA weights, configs and the card (`sample --checkpoint mnist-conditional`)
   NAME_card.json        the card: command, config, data, steps, hardware, wall time, and for each guidance
                         weight w the project's metrics over several seeds (requested-label accuracy,
@@ -31,7 +31,8 @@ from ddpm_lib.metrics import conditional_quality, reference_split
 from ddpm_lib.sampling import ddim_sample
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSETS = ROOT / "ddpm_lib" / "assets"
+ASSETS = ROOT / "ddpm_lib" / "assets"                       # the weights
+BOOK_ASSETS = ROOT / "ddpm_lib" / "book" / "assets"        # the card, log and samples the chapters read
 GUIDANCE = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)
 TARGET_ACCURACY = 0.95             # the default w is the smallest that reaches this requested-label accuracy
 
@@ -108,7 +109,7 @@ def main() -> None:
     ref, calib, _, calib_labels = reference_split(args.dataset, with_labels=True)
     real = conditional_quality(calib, calib_labels, dataset=args.dataset)
     training = (None if args.quick
-                else downsample_log(args.checkpoint.parent / "log.csv", ASSETS / f"{args.name}_log.csv"))
+                else downsample_log(args.checkpoint.parent / "log.csv", BOOK_ASSETS / f"{args.name}_log.csv"))
     card = {
         **card_provenance(args.name, args.command or f"python -m ddpm_lib train --config {args.name}",
                           ckpt, model, args.note, training),
@@ -128,8 +129,8 @@ def main() -> None:
         return
     export_weights(ckpt, ASSETS / f"{args.name}.pt", include_raw=False, card=card,
                    default_guidance=card["default_guidance"])
-    (ASSETS / f"{args.name}_card.json").write_text(json.dumps(card, indent=2) + "\n")
-    np.savez_compressed(ASSETS / f"{args.name}_samples.npz", **grids)
+    (BOOK_ASSETS / f"{args.name}_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    np.savez_compressed(BOOK_ASSETS / f"{args.name}_samples.npz", **grids)
     print(f"wrote {ASSETS / args.name}.pt, its card, log and samples")
 
 

@@ -10,7 +10,7 @@
 # The second command of 2026-12-04 continued the base candidate alone on the GPU from its exported EMA weights:
 #   python3 -m ddpm_lib train --preset base --init-from export_base.pt --dataset mnist-sample --batch-size 256 \
 #     --steps 9000 --lr 2e-4 --warmup-steps 100 --lr-decay-steps 9000 --ema-decay 0.9995 --seed 1 --compile
-# (stopped by its 215 s limit at step 7,974); A1 and ddpm_lib/assets/gpu_h200.json hold what both measured.
+# (stopped by its 215 s limit at step 7,974); A1 and ddpm_lib/book/assets/gpu_h200.json hold what both measured.
 # Python packages the device lacks (nbval, ipykernel, ipywidgets and their needs) travel as wheels in .whl/.
 set -u
 OUT=${OUT:-/tmp/gpu_out}

@@ -3,19 +3,19 @@
     OMP_NUM_THREADS=2 nice -n 5 python scripts/sampler_quality.py            # hours on a 2-core CPU
     python scripts/sampler_quality.py --table                                # print the table so far
     python scripts/sampler_quality.py --runs ddpm:1000 ddim-eta0:50          # only these, every seed
-    python scripts/sampler_quality.py --ode        # Heun and DPM-Solver++, into assets/ode_quality.json
+    python scripts/sampler_quality.py --ode        # Heun and DPM-Solver++, into book/assets/ode_quality.json
 
 For each (sampler, steps, seed) it draws --n images (256) from the shipped MNIST model on the CPU, as
 `python -m ddpm_lib sample` does (EMA weights, channels_last, chunks of 64), rounds them to uint8 as
 samples.npz stores them (kept under runs/sampler_quality/), scores them with
 ddpm_lib.metrics.sample_quality as `python -m ddpm_lib metrics` does, and appends a row to the JSON file (default
-ddpm_lib/assets/sampler_quality.json) as soon as it is done: run it again to resume where it stopped.
+ddpm_lib/book/assets/sampler_quality.json) as soon as it is done: run it again to resume where it stopped.
 Each row records the wall time of the sampling alone, the thread count and the load average: wall
 times measured while other jobs share the CPU are inflated, compare them within a row's conditions.
 For the ODE solvers of ddpm_lib.ode (samplers "heun" and "dpm++", chapter 8) ``steps`` is the number of
 network calls, as it is for DDPM and DDIM, so every row compares samplers at equal cost. Their rows go to
-a file of their own (``--ode``: ddpm_lib/assets/ode_quality.json by default), so that the file chapter 6
-reads keeps the three samplers it compares; ddpm_lib.metrics.sampler_quality_summary reads either.
+a file of their own (``--ode``: ddpm_lib/book/assets/ode_quality.json by default), so that the file chapter 6
+reads keeps the three samplers it compares; ddpm_lib.book.results.sampler_quality_summary reads either.
 The chapters (notebooks/06_ddim.ipynb, 08_ode_samplers.ipynb) and appendix A1 plot and tabulate the file;
 they never rerun it.
 """
@@ -33,15 +33,16 @@ import torch
 
 from ddpm_lib.checkpoint import load_checkpoint, model_from_checkpoint
 from ddpm_lib.data import to_model_range, to_uint8
-from ddpm_lib.metrics import sample_quality, sampler_quality_summary
+from ddpm_lib.book.results import sampler_quality_summary
+from ddpm_lib.metrics import sample_quality
 from ddpm_lib.ode import dpm_solver_sample, heun_sample
 from ddpm_lib.sampling import ddim_sample, ddpm_sample
 from evaluate_checkpoint import cpu_name  # scripts/ is sys.path[0] when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
-OUT = ROOT / "ddpm_lib" / "assets" / "sampler_quality.json"
-ODE_OUT = ROOT / "ddpm_lib" / "assets" / "ode_quality.json"           # heun and dpm++ (--ode)
+OUT = ROOT / "ddpm_lib" / "book" / "assets" / "sampler_quality.json"
+ODE_OUT = ROOT / "ddpm_lib" / "book" / "assets" / "ode_quality.json"           # heun and dpm++ (--ode)
 IMAGES = ROOT / "runs" / "sampler_quality"
 SAMPLERS = {"ddpm": ("ddpm", None), "ddim-eta0": ("ddim", 0.0), "ddim-eta1": ("ddim", 1.0),
             "heun": ("heun", None), "dpm++": ("dpm++", None)}

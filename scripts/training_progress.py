@@ -1,7 +1,7 @@
 """Samples of one training run against its training step, for chapter 4: the same noise through each checkpoint.
 
     python scripts/training_progress.py --start mnist runs/fashion/step500.pt runs/fashion/step1000.pt ... \
-        --out ddpm_lib/assets/fashion_conditional_progress.npz
+        --out ddpm_lib/book/assets/fashion_conditional_progress.npz
 
 A run keeps only its last checkpoint (and the one before), so copy `last.pt` aside as the run goes (or
 train with `--checkpoint-every N` and copy after each). `--start` names the weights the run began from

@@ -7,7 +7,8 @@ import sys
 import torch
 
 from ddpm_lib import NoiseSchedule, UNet
-from ddpm_lib.bench import TutorialLoop, forward_gflop
+from ddpm_lib.bench import TutorialLoop
+from ddpm_lib.unet import forward_gflop
 
 REQUIRED = {"device", "preset", "params", "gflop_per_img", "batch_size", "train_img_per_s",
             "tutorial_loop_train_img_per_s", "sample_img_per_s", "tutorial_loop_sample_img_per_s"}

@@ -77,8 +77,8 @@ def test_code_fits_the_article_column(nb):
 def test_figures_use_the_book_style_and_shared_helpers(nb):
     code = "\n".join(source(c) for c in cells(nb) if c["cell_type"] == "code")
     if "matplotlib" in code:
-        assert "book_style()" in code, "call ddpm_lib.images.book_style() before the first figure"
-    assert not re.search(r"^def show\(", code, re.M), "use ddpm_lib.images.show, not a local copy"
+        assert "book_style()" in code, "call ddpm_lib.book.figures.book_style() before the first figure"
+    assert not re.search(r"^def show\(", code, re.M), "use ddpm_lib.book.figures.show, not a local copy"
 
 
 @pytest.mark.parametrize("nb", CHAPTERS, ids=lambda p: p.stem)
@@ -142,9 +142,9 @@ def check_calls(cell):
 
 @pytest.mark.parametrize("nb", WITH_EXERCISES, ids=lambda p: p.stem)
 def test_exercises_are_keyed_and_give_nothing_away(nb):
-    """Every exercise is checked by its label: the expected value lives in ddpm_lib.exercises, never
+    """Every exercise is checked by its label: the expected value lives in ddpm_lib.book.exercises, never
     in the cell (a check takes the label, the answer and, for some, the exercise's inputs by name)."""
-    from ddpm_lib.exercises import EXERCISES, ValueExercise
+    from ddpm_lib.book.exercises import EXERCISES, ValueExercise
 
     markdown = "\n".join(source(c) for c in cells(nb) if c["cell_type"] == "markdown")
     labels = re.findall(r"```\{exercise-start\}\s*\n:label: (\S+)", markdown)
@@ -185,7 +185,7 @@ def test_solutions_are_hidden_in_jupyter_and_colab(nb):
 
 
 def test_every_chapter_has_a_code_writing_exercise_and_three_ask_why():
-    from ddpm_lib.exercises import EXERCISES
+    from ddpm_lib.book.exercises import EXERCISES
 
     used = set()
     for nb in CHAPTERS:
@@ -204,9 +204,9 @@ def test_every_chapter_has_a_code_writing_exercise_and_three_ask_why():
 
 @pytest.mark.parametrize("nb", CHAPTERS, ids=lambda p: p.stem)
 def test_multiple_choice_options_are_the_registrys_in_its_shuffled_order(nb):
-    """The markdown lists ddpm_lib.exercises' options under their letters, so a question and its key
+    """The markdown lists ddpm_lib.book.exercises' options under their letters, so a question and its key
     cannot drift apart (scripts that change the options rewrite both)."""
-    from ddpm_lib.exercises import EXERCISES, ChoiceExercise
+    from ddpm_lib.book.exercises import EXERCISES, ChoiceExercise
 
     for cell in cells(nb):
         text = source(cell)
@@ -238,7 +238,7 @@ def answer_texts(label):
     """How a solution could state the keyed answer of ``label`` outright: its numbers as printed."""
     import numpy as np
 
-    from ddpm_lib.exercises import ChoiceExercise, ValueExercise, exercise, expected_value
+    from ddpm_lib.book.exercises import ChoiceExercise, ValueExercise, exercise, expected_value
 
     ex = exercise(label)
     if isinstance(ex, ChoiceExercise):
@@ -283,6 +283,6 @@ def test_the_exercise_index_is_generated_from_the_registry():
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "exercise_index.py"), "--check"],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    from ddpm_lib.exercises import EXERCISES
+    from ddpm_lib.book.exercises import EXERCISES
     page = (ROOT / "book" / "exercises.md").read_text()
     assert all(f"`{label}`" in page for label in EXERCISES)

@@ -90,7 +90,8 @@ def test_the_ode_samplers_from_the_command_line(trained, tmp_path):
 def test_shipped_models_on_a_cpu_default_to_the_measured_sampler(name, tmp_path, monkeypatch):
     """No --sampler: the default chosen by measurement (appendix A1 asserts the rule); --sampler ddim
     alone keeps eta 0 and its own 50 steps."""
-    from ddpm_lib.cli import SHIPPED_CPU_ETA, SHIPPED_CPU_SAMPLER, SHIPPED_CPU_STEPS, main
+    from ddpm_lib.checkpoint import SHIPPED_CPU_ETA, SHIPPED_CPU_SAMPLER, SHIPPED_CPU_STEPS
+    from ddpm_lib.cli import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["sample", *name, "--n", "1", "--device", "cpu", "--no-progress"]) == 0

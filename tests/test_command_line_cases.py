@@ -208,7 +208,7 @@ def test_ddpm_loss_refuses_what_it_cannot_train_on_naming_x0(x0, message):
 
 
 def test_an_empty_ddpm_profile_means_auto(monkeypatch):
-    from ddpm_lib.profile import book_profile
+    from ddpm_lib.book.profile import book_profile
 
     monkeypatch.setenv("DDPM_PROFILE", "")
     monkeypatch.delenv("DDPM_PROFILE")

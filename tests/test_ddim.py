@@ -190,7 +190,7 @@ def test_errors_are_one_line_value_errors():
 
 
 def test_sampler_quality_summary_gives_mean_and_spread_over_seeds(tmp_path):
-    from ddpm_lib.metrics import sampler_quality_summary
+    from ddpm_lib.book.results import sampler_quality_summary
 
     def row(sampler, steps, seed, confident):
         return {"sampler": sampler, "steps": steps, "seed": seed, "n": 256, "confident": confident,
@@ -209,7 +209,7 @@ def test_sampler_quality_summary_gives_mean_and_spread_over_seeds(tmp_path):
 
 
 def test_seed_difference_is_the_difference_of_means_with_its_standard_error():
-    from ddpm_lib.metrics import seed_difference
+    from ddpm_lib.book.results import seed_difference
 
     a = {"seeds": [0, 1, 2], "frechet": 20.0, "frechet_sd": 3.0}
     b = {"seeds": [0, 1, 2, 3], "frechet": 25.0, "frechet_sd": 4.0}
@@ -225,7 +225,7 @@ def test_seed_difference_is_the_difference_of_means_with_its_standard_error():
 
 
 def test_the_shipped_measurements_cover_what_the_chapter_plots():
-    from ddpm_lib.metrics import SAMPLER_QUALITY, sampler_quality_summary
+    from ddpm_lib.book.results import SAMPLER_QUALITY, sampler_quality_summary
 
     summary = sampler_quality_summary(SAMPLER_QUALITY)
     samplers = {r["sampler"] for r in summary}

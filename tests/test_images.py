@@ -6,7 +6,8 @@ import matplotlib
 import pytest
 import torch
 
-from ddpm_lib.images import BOOK_RC, FIGURE_WIDTH, book_style, make_grid, show
+from ddpm_lib.book.figures import BOOK_RC, FIGURE_WIDTH, book_style, show
+from ddpm_lib.images import make_grid
 
 matplotlib.use("Agg")
 
@@ -35,7 +36,7 @@ def test_show_draws_one_grid_sized_to_its_pixels():
 
 KERNEL_CELLS = [
     "import matplotlib.pyplot as plt",
-    "from ddpm_lib.images import book_style",
+    "from ddpm_lib.book.figures import book_style",
     "book_style()",
     "plt.plot([0, 1]); plt.title('a line'); plt.show()",
 ]

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import ddpm_lib
+from ddpm_lib.book import ASSETS as BOOK_ASSETS
 from ddpm_lib.package_files import ASSETS, CONFIGS, config_names, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,9 +56,10 @@ def test_wheel_holds_the_package_and_its_assets(built):
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ("ddpm_lib/__init__.py", "ddpm_lib/unet.py", "ddpm_lib/assets/mnist_sample.npz",
                    "ddpm_lib/assets/mnist_small.pt", "ddpm_lib/assets/mnist_classifier.pt",
-                   "ddpm_lib/assets/mnist_conditional.pt", "ddpm_lib/assets/mnist_conditional_card.json",
+                   "ddpm_lib/assets/mnist_conditional.pt", "ddpm_lib/book/assets/mnist_conditional_card.json",
                    "ddpm_lib/assets/fashion_conditional.pt", "ddpm_lib/assets/fashion_classifier.pt",
-                   "ddpm_lib/assets/fashion_conditional_progress.npz"):
+                   "ddpm_lib/book/assets/fashion_conditional_progress.npz",
+                   "ddpm_lib/book/__init__.py", "ddpm_lib/book/exercises/__init__.py"):
         assert needed in names, needed
     assert not [n for n in names if n.startswith(("tests/", "notebooks/", "book/"))]
     # Three shipped models (7.3 MB with raw fp16 weights, 4.9 MB and 4.9 MB EMA only), two classifiers and
@@ -122,10 +124,10 @@ def chapter_text() -> str:
 def package_paths() -> set[Path]:
     """Every file path a ddpm_lib module names at import time (SAMPLER_QUALITY, the shipped models, ...)."""
     found = set()
-    for info in pkgutil.iter_modules(ddpm_lib.__path__):
-        if info.name == "__main__":                       # runs the command line
+    for info in pkgutil.walk_packages(ddpm_lib.__path__, "ddpm_lib."):
+        if info.name.endswith("__main__"):                # runs a command line
             continue
-        module = importlib.import_module(f"ddpm_lib.{info.name}")
+        module = importlib.import_module(info.name)
         for value in vars(module).values():
             values = value.values() if isinstance(value, dict) else [value]
             found |= {v for v in values if isinstance(v, Path) and v.suffix}
@@ -139,14 +141,15 @@ def test_the_wheel_holds_every_file_the_chapters_open(built):
     names = set(zipfile.ZipFile(wheel).namelist())
     named = set(DATA_NAME.findall(chapter_code())) - MADE_BY_A_CHAPTER
     assert {"mnist_small_log.csv", "mnist_small_card.json", "fashion_conditional_progress.npz"} <= named
-    missing = {n for n in named if f"ddpm_lib/assets/{n}" not in names}
+    missing = {n for n in named if not {f"ddpm_lib/assets/{n}", f"ddpm_lib/book/assets/{n}"} & names}
     assert not missing, f"chapters open files the wheel lacks: {sorted(missing)}"
     root = Path(ddpm_lib.__file__).parent
     shipped = {p for p in package_paths() if root in p.parents}
-    assert ASSETS / "sampler_quality.json" in shipped and ASSETS / "mnist_classifier.pt" in shipped
+    assert BOOK_ASSETS / "sampler_quality.json" in shipped and ASSETS / "mnist_classifier.pt" in shipped
     missing = {p.relative_to(root).as_posix() for p in shipped} - {n.removeprefix("ddpm_lib/") for n in names}
     assert not missing, f"ddpm_lib's modules name files the wheel lacks: {sorted(missing)}"
-    tracked = {f"ddpm_lib/{p.relative_to(root).as_posix()}" for folder in (ASSETS, CONFIGS) for p in folder.iterdir()
+    tracked = {f"ddpm_lib/{p.relative_to(root).as_posix()}" for folder in (ASSETS, BOOK_ASSETS, CONFIGS)
+               for p in folder.iterdir()
                if p.is_file() and not p.name.startswith(".")}
     assert tracked <= names, f"files of the package's data folders missing from the wheel: {tracked - names}"
 

@@ -83,7 +83,7 @@ def test_the_answer_key_lists_every_exercise_with_its_answer_and_stays_apart(tmp
     import subprocess
     import sys
 
-    from ddpm_lib.exercises import EXERCISES, ChoiceExercise
+    from ddpm_lib.book.exercises import EXERCISES, ChoiceExercise
 
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "answer_key.py"), "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)

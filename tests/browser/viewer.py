@@ -1,4 +1,4 @@
-"""A slider viewer (ddpm_lib.widgets) on a loaded book page: its saved frames and what it shows."""
+"""A slider viewer (ddpm_lib.book.widgets) on a loaded book page: its saved frames and what it shows."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The slider viewers (ddpm_lib.widgets), without a browser: frames, PNGs, jslinks, labels, live seed, errors.
+"""The slider viewers (ddpm_lib.book.widgets), without a browser: frames, PNGs, jslinks, labels, live seed, errors.
 
 tests/test_browser.py checks the same viewers in the built HTML book, in headless Chromium.
 """
@@ -14,7 +14,7 @@ ipywidgets = pytest.importorskip("ipywidgets")
 
 from ddpm_lib import NoiseSchedule, Trajectory, UNet, ddpm_sample  # noqa: E402
 from ddpm_lib.images import make_grid  # noqa: E402
-from ddpm_lib.widgets import (GRAY_LEVELS, forward_frames, forward_process_viewer, frame_indices,  # noqa: E402
+from ddpm_lib.book.widgets import (GRAY_LEVELS, forward_frames, forward_process_viewer, frame_indices,  # noqa: E402
                               frame_png, reverse_process_viewer, reverse_trajectory, steps_viewer)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

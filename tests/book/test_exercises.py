@@ -1,4 +1,4 @@
-"""ddpm_lib.exercises: the keyed expected values, the diagnoses, and the verdicts a notebook shows."""
+"""ddpm_lib.book.exercises: the keyed expected values, the diagnoses, and the verdicts a notebook shows."""
 
 import json
 import math
@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from ddpm_lib import NoiseSchedule
-from ddpm_lib.exercises import (EXERCISES, WIDTH, ChoiceExercise, ExerciseFailed, FunctionExercise,
+from ddpm_lib.book.exercises import (EXERCISES, WIDTH, ChoiceExercise, ExerciseFailed, FunctionExercise,
                                 UnknownExercise, ValueExercise, Verdict, check, check_function,
                                 choose, expected_value)
-from ddpm_lib.metrics import SAMPLER_QUALITY
+from ddpm_lib.book.results import SAMPLER_QUALITY
 
 # ---------------------------------------------------------------- independent computations (numpy)
 BETAS = np.linspace(1e-4, 0.02, 1000)
@@ -416,7 +416,7 @@ def test_verdict_shows_nothing_as_a_cell_value():
 
     shell = InteractiveShell.instance()
     try:
-        result = shell.run_cell("from ddpm_lib.exercises import check\ncheck('ex-forward-abar', None)")
+        result = shell.run_cell("from ddpm_lib.book.exercises import check\ncheck('ex-forward-abar', None)")
         assert result.success and isinstance(result.result, Verdict) and not result.result
         assert shell.display_formatter.format(result.result) == ({}, {})        # no text/plain 'False'
         assert shell.display_formatter.format(False)[0]["text/plain"] == "False"  # what a bool would show

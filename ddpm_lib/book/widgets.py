@@ -31,9 +31,9 @@ from PIL import Image
 from torch import Tensor
 
 from .frontend import enable_colab_widgets
-from .images import make_grid
-from .sampling import Trajectory, ddpm_sample
-from .schedule import VARIANCES, NoiseSchedule
+from ..images import make_grid
+from ..sampling import Trajectory, ddpm_sample
+from ..schedule import VARIANCES, NoiseSchedule
 
 PIXELATED = "image-rendering: pixelated; image-rendering: crisp-edges;"
 GRAY_LEVELS = 16                                                           # grey levels of a saved frame

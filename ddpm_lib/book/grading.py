@@ -1,11 +1,11 @@
-"""Grade students' notebooks: ``python -m ddpm_lib grade SUBMISSION.ipynb... [--out grades.csv]``.
+"""Grade students' notebooks: ``python -m ddpm_lib.book grade SUBMISSION.ipynb... [--out grades.csv]``.
 
 Each submission runs in a fresh Jupyter kernel, without network (a network namespace of its own where
 ``unshare`` allows one, else Python's sockets refuse to connect), with its solution cells removed and a
 time limit on its cells. Nothing the notebook prints is read. After each exercise cell an injected
 cell records what the cell's check would have been given (the answer, the exercise's inputs, or what the
 student's function returns on trial inputs drawn here with a seed the notebook does not know), as plain
-tensors and numbers; this process then judges them with the registry of :mod:`ddpm_lib.exercises`,
+tensors and numbers; this process then judges them with the registry of :mod:`ddpm_lib.book.exercises`,
 which the kernel cannot reach. A notebook that reads the answer key or changes the checker is marked
 ``tampered``; one that hangs is stopped and marked ``timeout`` from the cell that hung on; a cell that
 raises marks its exercise ``error``. Every other submission still grades.
@@ -38,9 +38,10 @@ STARTUP_TIMEOUT = 180                 # seconds for the kernel to start and impo
 # recorder); a chapter needs only check, check_function and choose.
 KEY_NAMES = re.compile(r"\b(expected_value|EXERCISES|judge_value|judge_function|judge_choice|"
                        r"function_trials|function_results|_register|__ddpm_grader__)\b")
-MODULE_USE = re.compile(r"import\s+ddpm_lib\.exercises\b|from\s+ddpm_lib\s+import\s+[^\n]*\bexercises\b|"
-                        r"ddpm_lib\.exercises\s*\.\s*\w+|sys\.modules\s*\[\s*['\"]ddpm_lib")
-FROM_IMPORT = re.compile(r"from\s+ddpm_lib\.exercises\s+import\s+(\([^)]*\)|[^\n#]*)")
+EXERCISES_MODULE = r"ddpm_lib\s*\.\s*(?:book\s*\.\s*)?exercises"   # (and ddpm_lib.exercises, its old name)
+MODULE_USE = re.compile(rf"import\s+{EXERCISES_MODULE}\b|from\s+ddpm_lib(?:\.book)?\s+import\s+[^\n]*\bexercises\b|"
+                        rf"{EXERCISES_MODULE}\s*\.\s*\w+|sys\.modules\s*\[\s*['\"]ddpm_lib")
+FROM_IMPORT = re.compile(rf"from\s+{EXERCISES_MODULE}\s+import\s+(\([^)]*\)|[^\n#]*)")
 ALLOWED_IMPORTS = {"check", "check_function", "choose", "Verdict"}
 
 
@@ -136,7 +137,7 @@ def key_access(sources: Iterable[str]) -> str:
             extra = {n.split(" as ")[0].strip() for n in names.strip("()").split(",") if n.strip()}
             extra -= ALLOWED_IMPORTS
             if extra:
-                return f"the notebook imports {', '.join(sorted(extra))} from ddpm_lib.exercises"
+                return f"the notebook imports {', '.join(sorted(extra))} from ddpm_lib.book.exercises"
     return ""
 
 
@@ -146,7 +147,8 @@ def __ddpm_grader_setup(out_dir, trials_dir, guard):
     import inspect, os, types
     import numpy as np
     import torch
-    import ddpm_lib.exercises as ex
+    import ddpm_lib.book.exercises as package
+    import ddpm_lib.book.exercises.engine as ex
     from ddpm_lib.schedule import NoiseSchedule
     if guard:
         import socket
@@ -154,9 +156,9 @@ def __ddpm_grader_setup(out_dir, trials_dir, guard):
             raise OSError("no network while grading")
         socket.socket.connect = socket.socket.connect_ex = refuse
         socket.create_connection = refuse
-    names = dict(vars(ex))
+    registry = dict(ex.EXERCISES)        # first: it imports every chapter's keys (submodules of the package)
+    names = {(m.__name__, k): v for m in (package, ex) for k, v in vars(m).items()}
     codes = {k: v.__code__ for k, v in names.items() if inspect.isfunction(v)}
-    registry = dict(ex.EXERCISES)
     explain, save, load = ex._explain, torch.save, torch.load
 
     def plain(v):
@@ -216,9 +218,9 @@ def __ddpm_grader_setup(out_dir, trials_dir, guard):
         save(out, os.path.join(out_dir, label))
 
     def audit():
-        now = vars(ex)
-        changed = sorted(k for k in set(names) | set(now) if now.get(k) is not names.get(k))
-        changed += sorted(k for k, c in codes.items() if getattr(names[k], "__code__", None) is not c)
+        now = {(m.__name__, k): v for m in (package, ex) for k, v in vars(m).items()}
+        changed = sorted(k[1] for k in set(names) | set(now) if now.get(k) is not names.get(k))
+        changed += sorted(k[1] for k, c in codes.items() if getattr(names[k], "__code__", None) is not c)
         if dict(ex.EXERCISES) != registry or any(ex.EXERCISES[k] is not v for k, v in registry.items()):
             changed.append("EXERCISES")
         with open(os.path.join(out_dir, "__audit__.json"), "w") as f:
@@ -340,11 +342,11 @@ def _write_trials(cells, trials: Path) -> None:
 def _rebuild(value: Any) -> Any:
     """A recorded input as the object the exercise takes (a schedule, a UNet)."""
     if isinstance(value, dict) and "__schedule__" in value:
-        from .schedule import NoiseSchedule
+        from ..schedule import NoiseSchedule
         return NoiseSchedule(value["__schedule__"], kind=value.get("kind", "custom"),
                              timestep_map=value.get("timestep_map"))
     if isinstance(value, dict) and "__unet__" in value:
-        from .unet import UNet
+        from ..unet import UNet
         config = {k: tuple(v) if isinstance(v, list) else v for k, v in value["__unet__"].items()}
         model = UNet(**config)
         model.load_state_dict(value["state"])
@@ -432,7 +434,7 @@ def grade_notebook(path: Path, *, timeout: float, isolate: bool) -> list[Grade]:
             if audit.is_file():
                 changed = json.loads(audit.read_text())
                 if changed:
-                    tampered = f"the notebook changes ddpm_lib.exercises ({', '.join(changed[:4])})"
+                    tampered = f"the notebook changes ddpm_lib.book.exercises ({', '.join(changed[:4])})"
         grades = []
         for label in order:
             if tampered:

@@ -1,4 +1,4 @@
-"""python -m ddpm_lib grade: small submissions (four exercises, no chapter) graded in fresh kernels.
+"""python -m ddpm_lib.book grade: small submissions (four exercises, no chapter) graded in fresh kernels.
 
 One grading run covers every fixture, in one process, as a teacher would run it; each notebook must
 finish within its time limit, and the hanging one must not stop the others.
@@ -15,12 +15,12 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
 
-from ddpm_lib.grading import (CORRECT, ERROR, NO_ANSWER, TAMPERED, TIMEOUT, WRONG,  # noqa: E402
+from ddpm_lib.book.grading import (CORRECT, ERROR, NO_ANSWER, TAMPERED, TIMEOUT, WRONG,  # noqa: E402
                               check_calls, key_access, split_cells, student_name)
 
 SETUP = """import torch
 from ddpm_lib import NoiseSchedule
-from ddpm_lib.exercises import check, check_function, choose
+from ddpm_lib.book.exercises import check, check_function, choose
 schedule = NoiseSchedule.linear()
 g = torch.Generator().manual_seed(1)
 x500, eps500 = torch.randn(2, 1, 4, 4, generator=g), torch.randn(2, 1, 4, 4, generator=g)"""
@@ -58,7 +58,7 @@ TIME_LIMIT = 20                      # seconds of cells per notebook (the kernel
 
 
 def _letters():
-    from ddpm_lib.exercises import exercise
+    from ddpm_lib.book.exercises import exercise
     ex = exercise("ex-forward-why-cosine")
     return ex.answer, sorted(ex.reasons)[0]
 
@@ -91,7 +91,7 @@ FIXTURES = {
     "hanging": submission({**RIGHT, "ex-forward-qsample": ("def my_q_sample(schedule, x0, t, eps):\n"
                                                            "    while True:\n        pass")}),
     # changes the checker without naming it in a way a text scan sees: the run-time audit catches it
-    "tampering": submission(SLIPS, prelude="m = __import__('ddpm_lib').__dict__['exer' + 'cises']\n"
+    "tampering": submission(SLIPS, prelude="m = __import__('ddpm_lib.book').book.__dict__['exer' + 'cises']\n"
                                            "setattr(m, 'check', lambda *a, **k: print('[right]'))"),
 }
 
@@ -106,7 +106,7 @@ def graded(tmp_path_factory):
     paths.append(str(folder / "garbage.ipynb"))
     out = folder / "grades.csv"
     start = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "ddpm_lib", "grade", *paths, "--out", str(out),
+    run = subprocess.run([sys.executable, "-m", "ddpm_lib.book", "grade", *paths, "--out", str(out),
                           "--timeout", str(TIME_LIMIT)], capture_output=True, text=True, timeout=600)
     elapsed = time.monotonic() - start
     rows = list(csv.DictReader(out.open())) if out.is_file() else []
@@ -191,11 +191,11 @@ def test_solution_cells_are_dropped_and_checks_found():
 
 
 @pytest.mark.parametrize("code", [
-    "from ddpm_lib.exercises import expected_value",
-    "import ddpm_lib.exercises as ex",
-    "from ddpm_lib import exercises",
-    "from ddpm_lib.exercises import check, EXERCISES",
-    "ddpm_lib.exercises.check = print",
+    "from ddpm_lib.book.exercises import expected_value",
+    "import ddpm_lib.book.exercises as ex",
+    "from ddpm_lib.book import exercises",
+    "from ddpm_lib.book.exercises import check, EXERCISES",
+    "ddpm_lib.book.exercises.check = print",
     "x = EXERCISES['ex-forward-abar']",
 ])
 def test_reading_the_key_is_tampering(code):
@@ -203,7 +203,7 @@ def test_reading_the_key_is_tampering(code):
 
 
 def test_the_chapters_imports_are_not_tampering():
-    assert key_access([SETUP, "from ddpm_lib.exercises import check, check_function, choose"]) == ""
+    assert key_access([SETUP, "from ddpm_lib.book.exercises import check, check_function, choose"]) == ""
 
 
 def test_students_are_named_by_file_or_by_folder(tmp_path):
@@ -215,5 +215,5 @@ def test_bad_input_is_one_line(tmp_path):
     for args, says in ((["grade", str(tmp_path / "missing.ipynb")], "does not exist"),
                        (["grade", str(tmp_path)], "is a folder"),
                        (["grade", __file__], "not a notebook")):
-        run = subprocess.run([sys.executable, "-m", "ddpm_lib", *args], capture_output=True, text=True)
+        run = subprocess.run([sys.executable, "-m", "ddpm_lib.book", *args], capture_output=True, text=True)
         assert run.returncode == 2 and says in run.stderr and len(run.stderr.strip().splitlines()) == 1

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .device import cuda_failure
+from ..device import cuda_failure
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 JupyterLab 4, Notebook 7 and VS Code render ipywidgets 8 as they are. Colab renders its own built-in
 widgets only, unless the notebook turns on its custom widget manager, which loads ipywidgets 8's
-JavaScript: without it the sliders (``ddpm_lib.widgets``) and the ``tqdm.auto`` progress bars, which are
+JavaScript: without it the sliders (``ddpm_lib.book.widgets``) and the ``tqdm.auto`` progress bars, which are
 widgets too, show as an error or as text. ``book_style()``, which every chapter calls first, and the
 slider viewers call :func:`enable_colab_widgets`.
 """

@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from ddpm_lib import frontend
+from ddpm_lib.book import frontend
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_in_colab_the_widget_manager_is_enabled_once(colab):
 
 
 def test_every_chapter_enables_it_through_book_style(colab):
-    from ddpm_lib.images import book_style
+    from ddpm_lib.book.figures import book_style
 
     book_style()
     assert colab == [1]
@@ -45,7 +45,7 @@ def test_every_chapter_enables_it_through_book_style(colab):
 
 def test_the_slider_viewers_enable_it(colab):
     pytest.importorskip("ipywidgets")
-    from ddpm_lib.widgets import _widgets
+    from ddpm_lib.book.widgets import _widgets
 
     assert _widgets().__version__.startswith("8.")
     assert colab == [1]

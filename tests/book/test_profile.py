@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ddpm_lib.profile import PROFILES, BookProfile, book_profile
+from ddpm_lib.book.profile import PROFILES, BookProfile, book_profile
 
 
 def test_cpu_profile_is_the_default_without_a_gpu(monkeypatch):

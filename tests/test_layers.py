@@ -1,0 +1,61 @@
+"""The library never imports the book's support: no module of ddpm_lib outside ddpm_lib/book imports
+ddpm_lib.book, absolutely or relatively, at the top or inside a function. And no module is too big."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ddpm_lib"
+LIBRARY = sorted(p for p in PACKAGE.rglob("*.py") if "book" not in p.relative_to(PACKAGE).parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, as an absolute dotted name (relative imports resolved)."""
+    package = ["ddpm_lib", *path.relative_to(PACKAGE).parent.parts]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            found.add(module)
+            found |= {f"{module}.{alias.name}" for alias in node.names}       # from ddpm_lib import book
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+            found.add(str(node.args[0].value))
+    return found
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_the_library_never_imports_the_book(path):
+    wrong = sorted(m for m in imported_modules(path) if m == "ddpm_lib.book" or m.startswith("ddpm_lib.book."))
+    assert not wrong, f"{path.relative_to(PACKAGE)} imports {wrong}: the library must not depend on ddpm_lib.book"
+
+
+def test_the_scan_sees_every_form_of_import(tmp_path, monkeypatch):
+    fake = PACKAGE / "sampling.py"
+    forms = {"from .book import widgets": True, "from .book.exercises import check": True,
+             "import ddpm_lib.book.results": True, "from ddpm_lib import book": True,
+             "def f():\n    from . import book": True, "from . import images": False,
+             "from .images import make_grid": False}
+    for code, book in forms.items():
+        monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: code)
+        found = imported_modules(fake)
+        assert any(m == "ddpm_lib.book" or m.startswith("ddpm_lib.book.") for m in found) is book, code
+
+
+def test_no_module_is_more_than_15_percent_of_the_package():
+    lines = {p: len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    total = sum(lines.values())
+    biggest = max(lines, key=lines.get)
+    assert lines[biggest] <= 0.15 * total, f"{biggest.relative_to(PACKAGE)}: {lines[biggest]} of {total} lines"
+
+
+def test_no_class_is_over_250_lines():
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                size = node.end_lineno - node.lineno + 1
+                assert size <= 250, f"{path.relative_to(PACKAGE)}: class {node.name} is {size} lines"
