@@ -1,5 +1,5 @@
-"""Command line: ``python -m ddpm_lib {train,sample,bench,metrics}``. (The notebook grader is the book's:
-``python -m ddpm_lib.book grade``, see ddpm_lib/book/cli.py.)
+"""Command line: ``python -m ddpm_lib {train,sample,bench,metrics}``, and commands other packages add through
+the entry-point group ``ddpm_lib.commands``: the book's grader, ``grade`` (ddpm_lib/book/cli.py).
 
 Every command checks its input first and reports a mistake as one line, ``error: ...``, with exit
 status 2 (usage) or 1 (failure while running); never a traceback. ``--debug`` shows the traceback.
@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m ddpm_lib", description="Train, sample and measure DDPM models.")
     parser.add_argument("--version", action="version", version=f"ddpm_lib {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="{train,sample,bench,metrics}", parser_class=Parser)
+    plugins = _plugin_commands()
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join([*COMMANDS, *plugins]) + "}",
+                                parser_class=Parser)
 
     train = sub.add_parser("train", help="train a model (see RunConfig for every setting)",
                            description="Train a DDPM. Flags override the values of --config.")
@@ -182,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "MNIST samples, against held-out real digits.")
     metrics.add_argument("samples", type=Path, help="a samples.npz written by `sample`")
 
+    for name, entry_point in plugins.items():                       # e.g. the book's `grade`
+        entry_point.load()(sub)
     return parser
 
 
@@ -536,6 +540,17 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "bench": cmd_bench, "metrics": cmd_metrics}
+PLUGIN_GROUP = "ddpm_lib.commands"
+
+
+def _plugin_commands() -> dict:
+    """Commands other packages add: entry points of the group ``ddpm_lib.commands``, each ``NAME =
+    "module:function"`` where ``function(subparsers)`` adds the command's parser, whose ``run`` default
+    (``set_defaults(run=...)``) runs it. The book's grader comes in this way (``grade``, from ddpm_lib.book.cli): the library knows no
+    command by name that it does not hold, and never imports the book (tests/test_layers.py)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP) if ep.name not in COMMANDS}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -593,7 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if command is None:
                 build_parser().print_help()
                 return EXIT_USAGE
-            return COMMANDS[command](args)
+            return (COMMANDS.get(command) or args.run)(args)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE

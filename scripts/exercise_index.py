@@ -60,7 +60,7 @@ def page() -> str:
         f"The book's {len(body)} exercises, in order. Each has a cell for the answer and a check keyed by its",
         "label that says whether the answer is right and, if not, names the slip. Times are rough, by kind.",
         "Teachers: `make student` writes the notebooks without solutions, `make answer-key` the answers, and",
-        "`python -m ddpm_lib.book grade` grades students' notebooks (see the README).",
+        "`python -m ddpm_lib grade` grades students' notebooks (see the README).",
         "",
         "| page | label | kind | exercise | time | the check |",
         "|---|---|---|---|---|---|",

@@ -1,8 +1,10 @@
-"""Command line of the book's support: ``python -m ddpm_lib.book grade SUBMISSION.ipynb... [--out grades.csv]``.
+"""The grader's command line: ``python -m ddpm_lib grade SUBMISSION.ipynb... [--out grades.csv]``.
 
-The grader belongs to the book (it runs the chapters' exercises against their keys), so it is not a
-subcommand of ``python -m ddpm_lib``, whose commands use the library alone. Errors are one line, as there:
-bad input exits 2, an interruption 128 + the signal.
+The grader belongs to the book (it runs the chapters' exercises against their keys), and the library never
+imports the book: ``grade`` joins ``python -m ddpm_lib`` through an entry point (group ``ddpm_lib.commands``
+in pyproject.toml), which an installed package has. ``python -m ddpm_lib.book grade`` is the same command
+without it (a source tree on PYTHONPATH). Errors are one line, as there: bad input exits 2, an interruption
+128 + the signal.
 """
 
 from __future__ import annotations
@@ -15,13 +17,9 @@ from typing import Sequence
 from ..cli import EXIT_FAILURE, EXIT_USAGE, Parser, UsageError, check_can_create, positive_int
 
 
-def build_parser() -> Parser:
-    from .. import __version__
-
-    parser = Parser(prog="python -m ddpm_lib.book", description="The book's tools for teachers.")
-    parser.add_argument("--version", action="version", version=f"ddpm_lib {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="{grade}", parser_class=Parser)
+def add_grade(sub) -> Parser:
+    """Add ``grade`` to a command line's subparsers; ``python -m ddpm_lib`` calls it through its entry point
+    (group ``ddpm_lib.commands`` in pyproject.toml), and :func:`build_parser` here."""
     grade = sub.add_parser("grade", help="grade students' notebooks (needs the 'grade' extra)",
                            description="Run each submitted notebook in a fresh kernel without network, its "
                                        "solution cells removed, and judge every exercise with the answer key "
@@ -31,6 +29,17 @@ def build_parser() -> Parser:
     grade.add_argument("--out", type=Path, default=None, help="write the verdicts to this CSV file")
     grade.add_argument("--timeout", type=positive_int, default=300,
                        help="seconds each notebook's cells may run in all (default 300)")
+    grade.set_defaults(run=cmd_grade)
+    return grade
+
+
+def build_parser() -> Parser:
+    from .. import __version__
+
+    parser = Parser(prog="python -m ddpm_lib.book", description="The book's tools for teachers.")
+    parser.add_argument("--version", action="version", version=f"ddpm_lib {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    add_grade(parser.add_subparsers(dest="command", metavar="{grade}", parser_class=Parser))
     return parser
 
 

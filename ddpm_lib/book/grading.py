@@ -1,4 +1,4 @@
-"""Grade students' notebooks: ``python -m ddpm_lib.book grade SUBMISSION.ipynb... [--out grades.csv]``.
+"""Grade students' notebooks: ``python -m ddpm_lib grade SUBMISSION.ipynb... [--out grades.csv]``.
 
 Each submission runs in a fresh Jupyter kernel, without network (a network namespace of its own where
 ``unshare`` allows one, else Python's sockets refuse to connect), with its solution cells removed and a

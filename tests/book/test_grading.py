@@ -1,4 +1,4 @@
-"""python -m ddpm_lib.book grade: small submissions (four exercises, no chapter) graded in fresh kernels.
+"""python -m ddpm_lib grade: small submissions (four exercises, no chapter) graded in fresh kernels.
 
 One grading run covers every fixture, in one process, as a teacher would run it; each notebook must
 finish within its time limit, and the hanging one must not stop the others.
@@ -106,7 +106,7 @@ def graded(tmp_path_factory):
     paths.append(str(folder / "garbage.ipynb"))
     out = folder / "grades.csv"
     start = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "ddpm_lib.book", "grade", *paths, "--out", str(out),
+    run = subprocess.run([sys.executable, "-m", "ddpm_lib", "grade", *paths, "--out", str(out),
                           "--timeout", str(TIME_LIMIT)], capture_output=True, text=True, timeout=600)
     elapsed = time.monotonic() - start
     rows = list(csv.DictReader(out.open())) if out.is_file() else []

@@ -304,7 +304,7 @@ def _try_array(value: Any) -> np.ndarray | None:
 def judge_value(name: str, answer: Any, **inputs) -> tuple[bool, str]:
     """``(right, diagnosis)`` of a value answer to the keyed exercise ``name``; prints nothing.
 
-    What :func:`check` prints, and what ``python -m ddpm_lib.book grade`` records.
+    What :func:`check` prints, and what ``python -m ddpm_lib grade`` records.
     """
     ex = exercise(name, ValueExercise)
     missing = set(ex.inputs) - set(inputs)
