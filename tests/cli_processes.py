@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+CHILD_TIMEOUT = 300                                      # seconds; the slowest command line here takes a few
 
 
 def child_env() -> dict:
@@ -82,6 +83,7 @@ def _child(case: dict, go: int, out: int, err: int) -> None:
     """In a forked child: become `python -m ddpm_lib ARGS` in the case's folder, wait for the go, run, exit."""
     import resource
     import runpy
+    import signal
     import traceback
 
     code = 1
@@ -95,6 +97,7 @@ def _child(case: dict, go: int, out: int, err: int) -> None:
             resource.setrlimit(resource.RLIMIT_FSIZE,
                                (case["file_size_limit"], resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
         os.read(go, 1)
+        signal.alarm(CHILD_TIMEOUT)                      # a child that hangs is killed (exit -14), never left over
         sys.argv = ["ddpm_lib", *case["args"]]
         code = 0
         runpy.run_module("ddpm_lib", run_name="__main__", alter_sys=True)
