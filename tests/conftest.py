@@ -43,3 +43,16 @@ def tiny_run(tmp_path_factory):
     assert main([str(a) for a in ["train", *TINY_TRAIN, "--steps", 4, "--checkpoint-every", 2, "--sample-every", 2,
                                   "--sample-steps", 2, "--out", out]]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def cli_processes():
+    """tests/cli_processes.py: runs `python -m ddpm_lib` command lines as real processes, forked from one that
+    imported ddpm_lib once (``run(groups, parallel=...)``)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("cli_processes", Path(__file__).with_name("cli_processes.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,40 +1,39 @@
 """Issue 29: the command lines that were quietly accepted or misleading, as a table, and the API's cases.
 
-Each case runs ``cli.main`` in this process, not in a subprocess: on the project's shared 2-core machine a
-subprocess spends 5-20 s importing torch, which would make this table take minutes. What a subprocess adds,
-the exit at start-up, is tested as one (test_ctrl_c_while_starting_is_one_line_and_exit_130); the others
-already run real processes (tests/test_cli.py, tests/test_run_folders.py).
-Every case asserts: exit status 2, one line on stderr naming the file or setting, no traceback, no file changed.
+Every case of the table runs as a process of its own, ``python -m ddpm_lib ...`` in the case's folder, as a user
+would type it; the processes are forked from one that imported torch once (tests/cli_processes.py: a fresh
+interpreter per case spends 5-20 s importing torch on a shared 2-core machine; ``DDPM_FRESH_PROCESSES=1`` runs
+them so). One module fixture runs them all, four at a time; each case is then checked by its own test.
+A refusal asserts: exit status 2 (1 where the environment, not the input, is at fault), exactly one
+line on stderr naming the file or setting, no traceback, and no file changed (names, sizes, modification times
+and bytes of every file in the case's folder and in the shared run it reads).
+
+Listed cases that are not rows of the table, and why:
+- SIGINT while starting: a timed signal, its own process test below (test_ctrl_c_..., exit 130);
+- a 100%-full disk: needs a file system that can be filled; a process under `ulimit -f` stands in for it here
+  (EFBIG and ENOSPC take the same path, files.WRITE_ERRORS), ENOSPC itself is simulated in
+  tests/test_training.py, and a full-size `ulimit -f` process run in tests/test_reliability.py (slow);
+- a damaged log.csv (not UTF-8, NUL bytes) is repaired, not refused: its rows below assert exit 0, one line
+  naming the log, and that log.csv is the only file changed.
 """
 
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
 
-TRAIN = ["--preset", "tiny", "--batch-size", "8", "--device", "cpu", "--no-progress", "--warmup-steps", "1"]
-
-
-@pytest.fixture
-def ckpt(tiny_run):
-    """The shared run's last.pt (tests/conftest.py), a training checkpoint at step 4."""
-    return tiny_run / "last.pt"
-
-
-def edited(ckpt, target, edit):
-    state = torch.load(ckpt, weights_only=True)
-    edit(state)
-    torch.save(state, target)
-    return target
-
 
 def snapshot(folder):
-    """Every entry under ``folder`` (not following links): its bytes, a link's target, or that it is a folder."""
+    """Every entry under ``folder`` (not following links): a file's size, mtime and digest, a link's target, or
+    that it is a folder or a special file."""
     seen = {}
     for root, dirs, files in os.walk(folder):
         for name in dirs + files:
@@ -46,10 +45,18 @@ def snapshot(folder):
                 seen[key] = ("folder",)
             elif os.path.isfile(path):
                 with open(path, "rb") as f:
-                    seen[key] = ("file", f.read())
+                    st = os.fstat(f.fileno())
+                    seen[key] = ("file", st.st_size, st.st_mtime_ns, hashlib.sha256(f.read()).hexdigest())
             else:
                 seen[key] = ("special",)
     return seen
+
+
+def edited(ckpt, target, edit):
+    state = torch.load(ckpt, weights_only=True)
+    edit(state)
+    torch.save(state, target)
+    return target
 
 
 def write(path, data):
@@ -86,8 +93,31 @@ def set_rng(value):
     return edit
 
 
-# (id, how to make the input in tmp_path -> the command line, what the one line must contain)
-CASES = [
+def run_copy(ckpt, tmp_path):
+    return shutil.copytree(ckpt.parent, tmp_path / "run")
+
+
+def damaged_log(damage):
+    def make(t, c):
+        run = run_copy(c, t)
+        (run / "log.csv").write_bytes(damage((run / "log.csv").read_text()))
+        return ["train", "--resume", "--out", run, "--steps", 4, "--no-progress"]   # at step 4: nothing to train
+    return make
+
+
+@dataclass
+class Case:
+    id: str
+    make: object                   # (the case's folder, the shared last.pt) -> its command line
+    expected: str                  # what the one line on stderr contains; {t} stands for the case's folder
+    code: int = 2
+    file_size_limit: int | None = None                  # bytes, as `ulimit -f`
+    changes: tuple = ()            # the files (under the case's folder) it may change: a repair's
+
+
+# (id, how to make the input in the case's folder t from the shared checkpoint c -> the command line, what the one
+# line must contain)
+CASES = [Case(*row) for row in [
     ("out-empty", lambda t, c: ["train", "--out", ""], "--out (out: in a config file) must be a folder path, got ''"),
     ("yaml-out-empty", lambda t, c: ["train", "--config", write(t / "c.yml", "out: ''\n")], "got ''"),
     ("yaml-out-5", lambda t, c: ["train", "--config", write(t / "c.yml", "out: 5\n")], "must be a folder path, got 5"),
@@ -128,40 +158,43 @@ CASES = [
      "has bytes prepended"),
     ("junk-appended", lambda t, c: ["sample", "--checkpoint", junk_after(c, t), "--out", t / "s"],
      "is truncated or has bytes appended"),
+]] + [
+    Case("log-repair-under-ulimit-f",
+         lambda t, c: ["train", "--resume", "--out", run_copy(c, t), "--steps", 6, "--no-progress"],
+         "error: file-size limit (ulimit -f) reached writing {t}/run/log.csv; it was not changed", code=1,
+         file_size_limit=100),                           # the log is ~360 bytes; the .lock's pid fits
+    Case("log-not-utf8", damaged_log(lambda text: text.replace("1,", "1,\xff\xfe", 1).encode("latin-1")),
+         "{t}/run/log.csv was damaged: dropped 1 unreadable row(s)", code=0, changes=("run/log.csv",)),
+    Case("log-nul-bytes", damaged_log(lambda text: b"step,loss\n" + b"\0" * 64),
+         "{t}/run/log.csv was damaged: dropped 2 unreadable row(s); restored its header", code=0,
+         changes=("run/log.csv",)),
 ]
 
 
-@pytest.mark.parametrize("make, expected", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
-def test_each_case_is_one_line_exit_2_and_changes_no_file(make, expected, ckpt, tmp_path, monkeypatch, capsys):
-    from ddpm_lib.cli import main
+@pytest.fixture(scope="module")
+def table(tiny_run, tmp_path_factory, cli_processes):
+    """Every case run as its own `python -m ddpm_lib` process (tests/cli_processes.py), four at a time: case id ->
+    (exit status, stderr, files before, files after, the case's folder)."""
+    ckpt = tiny_run / "last.pt"
+    folders = {case.id: tmp_path_factory.mktemp(case.id) for case in CASES}
+    groups = [[{"args": case.make(folders[case.id], ckpt), "cwd": folders[case.id],
+                "file_size_limit": case.file_size_limit}] for case in CASES]
+    before, shared = {key: snapshot(folder) for key, folder in folders.items()}, snapshot(tiny_run)
+    finished = cli_processes.run(groups, parallel=4)
+    assert snapshot(tiny_run) == shared, "a case changed the shared run it reads"
+    return {case.id: (code, err, before[case.id], snapshot(folders[case.id]), folders[case.id])
+            for case, [(code, _, err)] in zip(CASES, finished)}
 
-    monkeypatch.chdir(tmp_path)                                            # `--out ""` would write here
-    args = [str(a) for a in make(tmp_path, ckpt)]
-    before = snapshot(tmp_path)
-    code = main(args)
-    err = capsys.readouterr().err
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_each_case_is_one_line_in_a_real_process_and_changes_no_file(case, table):
+    code, err, before, after, folder = table[case.id]
     lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error: "), err
-    assert expected in lines[0], lines[0]
-    assert snapshot(tmp_path) == before
-
-
-@pytest.mark.parametrize("damage, note", [
-    (lambda text: text.replace("1,", "1,\xff\xfe", 1).encode("latin-1"), "dropped 1 unreadable row(s)"),
-    (lambda text: b"step,loss\n" + b"\0" * 64, "restored its header"),
-], ids=["not-utf8", "nul-bytes"])
-def test_a_damaged_log_is_repaired_naming_it(ckpt, tmp_path, capsys, damage, note):
-    """Before: a codec error naming no file, and KeyError: 'loss'. Now: the log's readable rows are kept, saying so."""
-    import shutil
-
-    from ddpm_lib.cli import main
-
-    run = shutil.copytree(ckpt.parent, tmp_path / "run")
-    (run / "log.csv").write_bytes(damage((run / "log.csv").read_text()))
-    code = main([str(a) for a in ["train", "--resume", "--out", run, "--steps", 4, "--no-progress"]])
-    err = capsys.readouterr().err
-    assert code == 0 and "Traceback" not in err
-    assert f"{run / 'log.csv'} was damaged: " in err and note in err, err
+    assert code == case.code and "Traceback" not in err and len(lines) == 1, f"exit {code}: {err}"
+    assert lines[0].startswith("error: ") == (case.code != 0), lines[0]
+    assert case.expected.replace("{t}", str(folder)) in lines[0], lines[0]
+    changed = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+    assert changed == set(case.changes), changed
 
 
 def test_ctrl_c_while_starting_is_one_line_and_exit_130(tmp_path):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from bookpage import CHROME_FLAGS, CHROMEDRIVER, CHROMIUM, DESKTOP, INSTALL_HINT, ROOT, build_inputs
+from .bookpage import CHROME_FLAGS, CHROMEDRIVER, CHROMIUM, DESKTOP, INSTALL_HINT, ROOT, build_inputs
 
 # ------------------------------------------------------------------------------------------------ the book
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from bookpage import DESKTOP, PHONE, BookPage, PageReport, expected_pages, off_host, toc_pages
+from .bookpage import DESKTOP, PHONE, BookPage, PageReport, expected_pages, off_host, toc_pages
 
 pytestmark = pytest.mark.browser
 PAGES = expected_pages()

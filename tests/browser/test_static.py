@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from bookpage import expected_pages
+from .bookpage import expected_pages
 
 pytestmark = pytest.mark.browser
 WIDGET_JS = "_static/widgets_js/embed.js"

@@ -16,8 +16,8 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from bookpage import BookPage, off_host
-from viewer import Viewer, most_different
+from .bookpage import BookPage, off_host
+from .viewer import Viewer, most_different
 
 pytestmark = pytest.mark.browser
 FORWARD_PAGE = "notebooks/01_forward_process.html"

@@ -15,7 +15,7 @@ from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from bookpage import BookPage
+from .bookpage import BookPage
 
 STATE_TYPE = "application/vnd.jupyter.widget-state+json"
 RENDER_WAIT = 30                       # seconds for the widgets to render (two busy CPU cores)
