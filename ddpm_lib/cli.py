@@ -546,8 +546,9 @@ PLUGIN_GROUP = "ddpm_lib.commands"
 def _plugin_commands() -> dict:
     """Commands other packages add: entry points of the group ``ddpm_lib.commands``, each ``NAME =
     "module:function"`` where ``function(subparsers)`` adds the command's parser, whose ``run`` default
-    (``set_defaults(run=...)``) runs it. The book's grader comes in this way (``grade``, from ddpm_lib.book.cli): the library knows no
-    command by name that it does not hold, and never imports the book (tests/test_layers.py)."""
+    (``set_defaults(run=...)``) runs it. The book's grader comes in this way (``grade``, from
+    ddpm_lib.book.cli): the library names no command it does not hold, and never imports the book
+    (tests/test_layers.py)."""
     from importlib.metadata import entry_points
 
     return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP) if ep.name not in COMMANDS}

@@ -53,9 +53,31 @@ def test_no_module_is_more_than_15_percent_of_the_package():
     assert lines[biggest] <= 0.15 * total, f"{biggest.relative_to(PACKAGE)}: {lines[biggest]} of {total} lines"
 
 
+# Classes that do one job and may be longer, each with its reason in CONTRIBUTING.md ("Long classes") and a
+# ceiling: growing past it needs a new reason, or a split.
+LONG_CLASSES = {("training.py", "Trainer"): 300}
+
+
 def test_no_class_is_over_250_lines():
+    contributing = (PACKAGE.parent / "CONTRIBUTING.md").read_text()
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ClassDef):
                 size = node.end_lineno - node.lineno + 1
-                assert size <= 250, f"{path.relative_to(PACKAGE)}: class {node.name} is {size} lines"
+                where = (path.relative_to(PACKAGE).as_posix(), node.name)
+                limit = LONG_CLASSES.get(where, 250)
+                assert size <= limit, f"{where[0]}: class {node.name} is {size} lines (at most {limit})"
+                if where in LONG_CLASSES:
+                    assert f"except `{node.name}`" in contributing, f"CONTRIBUTING.md says not why {node.name} is long"
+
+
+def test_the_book_joins_the_command_line_through_its_entry_point(capsys):
+    """`python -m ddpm_lib grade` (the teachers' command) comes from the book's entry point: the library's
+    commands do not name it, and the parser gains it from the installed metadata."""
+    from ddpm_lib import cli
+
+    assert "grade" not in cli.COMMANDS
+    assert cli._plugin_commands()["grade"].value == "ddpm_lib.book.cli:add_grade"
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["grade", "--help"])
+    assert stop.value.code == 0 and "SUBMISSION.ipynb" in capsys.readouterr().out

@@ -81,6 +81,10 @@ def test_wheel_carries_the_license_and_its_metadata(built):
     assert meta["Version"] == ddpm_lib.__version__                   # one version, read from the package
     assert meta["Author"] and meta.get_all("Classifier") and meta.get_all("Project-URL")
     assert "Programming Language :: Python :: 3.13" in meta.get_all("Classifier")   # Colab's
+    # `python -m ddpm_lib grade`: the book's grader joins the command line through an entry point.
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[ddpm_lib.commands]\ngrade = ddpm_lib.book.cli:add_grade" in text, text
 
 
 def test_the_build_gives_no_setuptools_deprecation_warning(built):
