@@ -4,6 +4,8 @@
     python scripts/sampler_quality.py --table                                # print the table so far
     python scripts/sampler_quality.py --runs ddpm:1000 ddim-eta0:50          # only these, every seed
     python scripts/sampler_quality.py --ode        # Heun and DPM-Solver++, into book/assets/ode_quality.json
+    OMP_NUM_THREADS=2 python scripts/sampler_quality.py --model mnist_conditional --n 60
+                                    # the class-conditional model, every sampler, 5-50 calls
 
 For each (sampler, steps, seed) it draws --n images (256) from the shipped MNIST model on the CPU, as
 `python -m ddpm_lib sample` does (EMA weights, channels_last, chunks of 64), rounds them to uint8 as
@@ -16,8 +18,18 @@ For the ODE solvers of ddpm_lib.ode (samplers "heun" and "dpm++", chapter 8) ``s
 network calls, as it is for DDPM and DDIM, so every row compares samplers at equal cost. Their rows go to
 a file of their own (``--ode``: ddpm_lib/book/assets/ode_quality.json by default), so that the file chapter 6
 reads keeps the three samplers it compares; ddpm_lib.book.results.sampler_quality_summary reads either.
-The chapters (notebooks/06_ddim.ipynb, 08_ode_samplers.ipynb) and appendix A1 plot and tabulate the file;
-they never rerun it.
+
+``--model mnist_conditional`` measures the shipped class-conditional model (chapter 7) instead: every
+sampler (DDPM, DDIM eta 0 and 1, Heun, DPM-Solver++) at 5, 10, 20 and 50 network calls, every seed,
+asking for the labels ``arange(n) % 10`` (n/10 of each digit), with classifier-free guidance at the
+card's default weight w (chapter 7's; ``--guidance`` overrides). One network call is one evaluation of
+the guided noise predictor: for w not 0 or 1, a single U-Net pass on a batch of 2n (with and without the
+label). Each row adds ddpm_lib.metrics.conditional_quality's requested-label accuracy and within-class
+spread; the file (ddpm_lib/book/assets/conditional_sampler_quality.json by default) also holds the
+command lines that wrote it and the same metrics on subsets of n real held-out digits (their Frechet
+distance is the floor at that n: with few images the Frechet distance is biased upwards).
+The chapters (notebooks/06_ddim.ipynb, 08_ode_samplers.ipynb) and appendix A1 plot and tabulate the files;
+they never rerun them.
 """
 
 from __future__ import annotations
@@ -25,6 +37,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -34,7 +48,7 @@ import torch
 from ddpm_lib.checkpoint import load_checkpoint, model_from_checkpoint
 from ddpm_lib.data import to_model_range, to_uint8
 from ddpm_lib.book.results import sampler_quality_summary
-from ddpm_lib.metrics import sample_quality
+from ddpm_lib.metrics import conditional_quality, reference_split, sample_quality
 from ddpm_lib.ode import dpm_solver_sample, heun_sample
 from ddpm_lib.sampling import ddim_sample, ddpm_sample
 from evaluate_checkpoint import cpu_name  # scripts/ is sys.path[0] when a script runs
@@ -43,13 +57,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 OUT = ROOT / "ddpm_lib" / "book" / "assets" / "sampler_quality.json"
 ODE_OUT = ROOT / "ddpm_lib" / "book" / "assets" / "ode_quality.json"           # heun and dpm++ (--ode)
+COND_OUT = ROOT / "ddpm_lib" / "book" / "assets" / "conditional_sampler_quality.json"   # --model mnist_conditional
 IMAGES = ROOT / "runs" / "sampler_quality"
+MODELS = ("mnist_small", "mnist_conditional")
 SAMPLERS = {"ddpm": ("ddpm", None), "ddim-eta0": ("ddim", 0.0), "ddim-eta1": ("ddim", 1.0),
             "heun": ("heun", None), "dpm++": ("dpm++", None)}
 BASE_SAMPLERS = ("ddpm", "ddim-eta0", "ddim-eta1")       # the chapter-6 comparison
 ODE_SAMPLERS = ("heun", "dpm++")                          # chapter 8: steps = network calls
 ODE_STEPS = (5, 10, 20, 50)
 STEPS = (10, 20, 50, 100, 250, 500)
+COND_STEPS = (5, 10, 20, 50)                              # the conditional model: network calls
 SEEDS = (0, 1, 2)
 FULL_STEPS = 1000
 FULL_SAMPLERS = ("ddpm", "ddim-eta0")
@@ -73,6 +90,55 @@ def plan(seeds=SEEDS, steps=STEPS, full_seeds=SEEDS, ode_steps=ODE_STEPS) -> lis
     return runs
 
 
+def conditional_plan(seeds=SEEDS, steps=COND_STEPS) -> list[tuple[str, int, int]]:
+    """Every (sampler, calls, seed) for the conditional model: every sampler at the calls up to 20 for
+    every seed first, then 50 calls seed by seed, so that a run stopped early has whole seeds."""
+    cheap = [s for s in steps if s <= 20]
+    runs = [(name, s, seed) for seed in seeds for s in cheap for name in SAMPLERS]
+    runs += [(name, s, seed) for seed in seeds for s in steps if s not in cheap for name in SAMPLERS]
+    return runs
+
+
+def load_conditional(path: Path, n: int, guidance: float) -> dict:
+    """The conditional results file, or a new one with its header and the real-digit calibration at n."""
+    if path.is_file():
+        data = json.loads(path.read_text())
+        if data["guidance"] != guidance:
+            raise SystemExit(f"{path} holds guidance w = {data['guidance']:g}, not {guidance:g}: "
+                             "give another --out")
+        return data
+    return {"produced_by": "scripts/sampler_quality.py --model mnist_conditional",
+            "commands": [],
+            "model": "ddpm_lib/assets/mnist_conditional.pt (EMA)",
+            "guidance": guidance,
+            "labels": "requested labels torch.arange(n) % 10: n/10 images of each digit",
+            "calls": "steps = network calls: evaluations of the guided noise predictor, each one U-Net "
+                     "pass on a batch of 2n (with and without the label) for w other than 0 and 1",
+            "note": "metrics are ddpm_lib.metrics.conditional_quality on the images rounded to uint8 (as "
+                    "samples.npz holds them); accuracy = share the classifier reads as the requested "
+                    "label; spread = within-class feature variance over that of real digits; the "
+                    "Frechet distance against the 744 reference images is biased upwards for small n "
+                    "(see real_calibration, real digits at the same n); wall_s is the sampling time "
+                    "alone, with other jobs sharing the CPU (threads and load_avg per row)",
+            "real_calibration": real_calibration(n),
+            "rows": []}
+
+
+def real_calibration(n: int) -> dict:
+    """conditional_quality on disjoint subsets of n real held-out digits (their true labels as requested):
+    what real data scores at this n. Mean and sample standard deviation over the subsets."""
+    _, calib, _, calib_labels = reference_split("mnist", with_labels=True)          # (256, 1, 32, 32)
+    subsets = max(1, calib.shape[0] // n)
+    runs = [conditional_quality(calib[i * n:(i + 1) * n], calib_labels[i * n:(i + 1) * n])
+            for i in range(subsets)]
+    out: dict = {"n": n, "subsets": subsets}
+    for key in ("accuracy", "confident", "class_entropy", "spread", "frechet"):
+        values = np.array([r[key] for r in runs], dtype=np.float64)
+        out[key] = float(values.mean())
+        out[key + "_sd"] = float(values.std(ddof=1)) if subsets > 1 else 0.0
+    return out
+
+
 def load(path: Path, produced_by: str = "scripts/sampler_quality.py") -> dict:
     if path.is_file():
         return json.loads(path.read_text())
@@ -90,16 +156,18 @@ def save(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def draw(model, schedule, sampler: str, steps: int, seed: int, n: int) -> torch.Tensor:
+def draw(model, schedule, sampler: str, steps: int, seed: int, n: int, labels=None,
+         guidance: float = 1.0) -> torch.Tensor:
     kind, eta = SAMPLERS[sampler]
     shape = (n, model.in_channels, model.image_size, model.image_size)
+    given = {"steps": steps, "seed": seed, "device": "cpu", "labels": labels, "guidance": guidance}
     if kind == "ddpm":
-        return ddpm_sample(model, schedule, shape, seed=seed, steps=steps, device="cpu")
+        return ddpm_sample(model, schedule, shape, **given)
     if kind == "heun":
-        return heun_sample(model, schedule, shape, steps=steps, seed=seed, device="cpu")
+        return heun_sample(model, schedule, shape, **given)
     if kind == "dpm++":
-        return dpm_solver_sample(model, schedule, shape, steps=steps, seed=seed, device="cpu")
-    return ddim_sample(model, schedule, shape, steps=steps, eta=eta, seed=seed, device="cpu")
+        return dpm_solver_sample(model, schedule, shape, **given)
+    return ddim_sample(model, schedule, shape, eta=eta, **given)
 
 
 def table(path: Path) -> str:
@@ -114,10 +182,24 @@ def table(path: Path) -> str:
     return "\n".join(lines)
 
 
-def parse_run(text: str, parser: argparse.ArgumentParser) -> tuple[str, int]:
+def conditional_table(path: Path) -> str:
+    """The conditional file's rows as a table: mean ± standard error over the seeds."""
+    lines = ["| sampler | calls | seeds | accuracy (%) | confident (%) | spread | feature Frechet |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for e in sampler_quality_summary(path):
+        k = len(e["seeds"]) ** 0.5
+        lines.append(f"| {e['sampler']} | {e['steps']} | {len(e['seeds'])} "
+                     f"| {100 * e['accuracy']:.1f} ± {100 * e['accuracy_sd'] / k:.1f} "
+                     f"| {100 * e['confident']:.1f} ± {100 * e['confident_sd'] / k:.1f} "
+                     f"| {e['spread']:.2f} ± {e['spread_sd'] / k:.2f} "
+                     f"| {e['frechet']:.1f} ± {e['frechet_sd'] / k:.1f} |")
+    return "\n".join(lines)
+
+
+def parse_run(text: str, parser: argparse.ArgumentParser, runs=None) -> tuple[str, int]:
     """"ddpm:1000" -> ("ddpm", 1000); a name or number the plan does not have is a one-line error."""
     sampler, _, steps = text.partition(":")
-    known = {(name, s) for name, s, _ in plan()}
+    known = {(name, s) for name, s, _ in (runs if runs is not None else plan())}
     if not steps.isdigit() or (sampler, int(steps)) not in known:
         parser.error(f"--runs {text}: expected SAMPLER:STEPS from the plan, e.g. ddpm:1000 "
                      f"(samplers {', '.join(SAMPLERS)}; steps {', '.join(map(str, sorted({s for _, s in known})))})")
@@ -133,10 +215,25 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke test: 8 images, 2 and 5 steps, one seed")
     parser.add_argument("--ode", action="store_true",
                         help=f"run only the ODE solvers ({', '.join(ODE_SAMPLERS)}) of the plan")
+    parser.add_argument("--model", choices=MODELS, default="mnist_small",
+                        help="the shipped model to measure (default mnist_small); mnist_conditional is the "
+                             "class-conditional model of chapter 7: every sampler at "
+                             f"{', '.join(map(str, COND_STEPS))} network calls, balanced labels, guidance "
+                             f"as --guidance, rows into {COND_OUT.relative_to(ROOT)}")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="with --model mnist_conditional: the classifier-free guidance weight w "
+                             "(default: the card's default weight, chapter 7's)")
     parser.add_argument("--runs", nargs="+", metavar="SAMPLER:STEPS",
                         help="run only these (sampler, steps) pairs of the plan, every seed, in the plan's order "
                              f"(samplers: {', '.join(SAMPLERS)})")
     args = parser.parse_args()
+    if args.model == "mnist_conditional":
+        if args.ode:
+            parser.error("--ode and --model mnist_conditional: the conditional plan runs every sampler")
+        conditional(args, parser)
+        return
+    if args.guidance is not None:
+        parser.error("--guidance is for --model mnist_conditional (the unconditional model has no labels)")
     if args.runs and not args.ode:                       # heun:K / dpm++:K alone imply --ode
         named = {text.partition(":")[0] for text in args.runs}
         if named & set(ODE_SAMPLERS) and named - set(ODE_SAMPLERS):
@@ -184,6 +281,64 @@ def main() -> None:
         print(f"{sampler:9s} {steps:5d} steps seed {seed}: confident {100 * q['confident']:.1f}%, "
               f"entropy {q['class_entropy']:.3f}, Frechet {q['frechet']:.1f}, {wall:.0f} s", flush=True)
     print(table(args.out))
+
+
+def conditional(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """--model mnist_conditional: every sampler at COND_STEPS calls, every seed, into COND_OUT."""
+    out = args.out or COND_OUT
+    if args.table:
+        print(conditional_table(out))
+        return
+    threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
+    torch.set_num_threads(threads)
+    ckpt = load_checkpoint("mnist-conditional")
+    guidance = float(ckpt["card"]["default_guidance"] if args.guidance is None else args.guidance)
+    runs = conditional_plan((0,), (2, 5)) if args.quick else conditional_plan()
+    if args.runs:
+        wanted = {parse_run(text, parser, runs) for text in args.runs}
+        runs = [r for r in runs if r[:2] in wanted]
+    n = 20 if args.quick else args.n
+    if n < 20 or n % 10:
+        parser.error(f"--n {n}: the conditional model needs a multiple of 10, at least 20 (2 per digit)")
+    if args.quick:
+        out = Path(os.environ.get("TMPDIR", "/tmp")) / "conditional_sampler_quality_quick.json"
+        out.unlink(missing_ok=True)
+    data = load_conditional(out, n, guidance)
+    data.setdefault("cpu", cpu_name())
+    command = shlex.join(["python", "scripts/sampler_quality.py", *sys.argv[1:]])
+    env = f"OMP_NUM_THREADS={threads} "
+    done = {(r["sampler"], r["steps"], r["seed"]) for r in data["rows"] if r["n"] == n}
+    model, schedule = model_from_checkpoint(ckpt, device="cpu")
+    model = model.to(memory_format=torch.channels_last)                   # as the CLI does on a CPU
+    requested = torch.arange(n) % 10                                       # (n,) balanced labels
+    for sampler, steps, seed in runs:
+        if (sampler, steps, seed) in done:
+            continue
+        if env + command not in data["commands"]:
+            data["commands"].append(env + command)
+        load_before = os.getloadavg()[0]
+        start = time.perf_counter()
+        images = draw(model, schedule, sampler, steps, seed, n, labels=requested, guidance=guidance)
+        wall = time.perf_counter() - start
+        pixels = to_uint8(images)                                          # (N, 1, 32, 32) as samples.npz
+        if not args.quick:
+            IMAGES.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(IMAGES / f"conditional_{sampler}_{steps}_{seed}.npz",
+                                images=pixels[:, 0].numpy())
+        q = conditional_quality(to_model_range(pixels[:, 0].numpy()), requested)
+        row = {"sampler": sampler, "steps": steps, "seed": seed, "n": n, "guidance": guidance,
+               "accuracy": q["accuracy"], "confident": q["confident"], "class_entropy": q["class_entropy"],
+               "spread": q["spread"], "frechet": q["frechet"], "wall_s": round(wall, 2),
+               "threads": threads, "load_avg_before": round(load_before, 2),
+               "load_avg_after": round(os.getloadavg()[0], 2), "class_counts": q["class_counts"],
+               "per_class_accuracy": q["per_class_accuracy"],
+               "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        data["rows"].append(row)
+        save(out, data)
+        print(f"{sampler:9s} {steps:3d} calls seed {seed}: accuracy {100 * q['accuracy']:.1f}%, "
+              f"confident {100 * q['confident']:.1f}%, spread {q['spread']:.2f}, "
+              f"Frechet {q['frechet']:.1f}, {wall:.0f} s", flush=True)
+    print(conditional_table(out))
 
 
 if __name__ == "__main__":

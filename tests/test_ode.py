@@ -113,3 +113,72 @@ def test_heun_step_is_exact_on_a_linear_ode_and_euler_at_sigma_zero():
     euler = heun_step(half, x, 2.0, 1.8, correct=False)
     # one step of 10%: Euler's error is 1.3e-3 |x|, Heun's 7e-5 |x| (second order: 18x smaller)
     assert (heun_step(half, x, 2.0, 1.8) - exact).abs().max() < (euler - exact).abs().max() / 5
+
+
+def test_sampler_quality_summary_adds_accuracy_and_spread_for_conditional_rows(tmp_path):
+    import json
+
+    from ddpm_lib.book.results import sampler_quality_summary
+
+    def row(sampler, seed, **extra):
+        return {"sampler": sampler, "steps": 10, "seed": seed, "n": 60, "confident": 0.9,
+                "class_entropy": 0.99, "frechet": 40.0 + seed, "wall_s": 5.0, **extra}
+    path = tmp_path / "q.json"
+    path.write_text(json.dumps({"rows": [row("dpm++", s, accuracy=0.9 + 0.02 * s, spread=0.5)
+                                         for s in range(3)] + [row("heun", 0)]}))
+    cond, plain = sampler_quality_summary(path)
+    assert cond["accuracy"] == pytest.approx(0.92) and cond["accuracy_sd"] == pytest.approx(0.02)
+    assert cond["spread"] == pytest.approx(0.5) and cond["spread_sd"] == pytest.approx(0.0)
+    assert "accuracy" not in plain and "spread" not in plain        # unconditional rows: as before
+
+
+def test_the_conditional_measurement_is_complete_and_in_range():
+    """ddpm_lib/book/assets/conditional_sampler_quality.json, which chapter 8 reads: every sampler x calls x
+    seed once, one n and one guidance weight (the card's, chapter 7's), every figure in its range."""
+    import json
+    import math
+
+    from ddpm_lib.checkpoint import load_checkpoint
+    from ddpm_lib.book.results import CONDITIONAL_SAMPLER_QUALITY
+
+    data = json.loads(CONDITIONAL_SAMPLER_QUALITY.read_text())
+    rows = data["rows"]
+    keys = sorted((r["sampler"], r["steps"], r["seed"]) for r in rows)
+    samplers = ("ddpm", "ddim-eta0", "ddim-eta1", "heun", "dpm++")
+    assert keys == sorted((s, k, seed) for s in samplers for k in (5, 10, 20, 50) for seed in (0, 1, 2))
+    n = rows[0]["n"]
+    assert n % 10 == 0 and n >= 20 and all(r["n"] == n for r in rows)
+    w = load_checkpoint("mnist-conditional")["card"]["default_guidance"]
+    assert data["guidance"] == w and all(r["guidance"] == w for r in rows)
+    assert data["commands"] and all("--model mnist_conditional" in c for c in data["commands"])
+    assert all(f"--n {n}" in c for c in data["commands"])
+    for r in rows:
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["confident"] <= 1, r
+        assert 0 <= r["class_entropy"] <= 1 + 1e-9 and math.isfinite(r["spread"]) and r["spread"] >= 0
+        assert math.isfinite(r["frechet"]) and r["frechet"] > 0 and r["wall_s"] > 0
+        assert sum(r["class_counts"]) == n and len(r["per_class_accuracy"]) == 10
+        # balanced labels (n/10 of each digit): the accuracy is the mean of the per-class ones
+        assert r["accuracy"] == pytest.approx(sum(r["per_class_accuracy"]) / 10, abs=1e-12)
+    real = data["real_calibration"]
+    assert real["n"] == n and real["subsets"] >= 2
+    assert 0.9 < real["accuracy"] <= 1 and 0 < real["frechet"] and 0.5 < real["spread"] < 2
+
+
+def test_sampler_quality_help_names_the_conditional_model():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    script = str(root / "scripts" / "sampler_quality.py")
+    done = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "--model {mnist_small,mnist_conditional}" in text and "--guidance" in text
+    assert "conditional_sampler_quality.json" in text
+    refused = subprocess.run([sys.executable, script, "--guidance", "2", "--table"], capture_output=True,
+                             text=True, env=env, timeout=120)
+    assert refused.returncode == 2 and "--guidance is for --model mnist_conditional" in refused.stderr

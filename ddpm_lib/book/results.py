@@ -21,7 +21,10 @@ from . import ASSETS
 
 SAMPLER_QUALITY = ASSETS / "sampler_quality.json"
 ODE_QUALITY = ASSETS / "ode_quality.json"            # heun and dpm++ (chapter 8), same format
+# the class-conditional model, every sampler at 5-50 calls (chapter 8); rows add the two keys below
+CONDITIONAL_SAMPLER_QUALITY = ASSETS / "conditional_sampler_quality.json"
 QUALITY_KEYS = ("confident", "class_entropy", "frechet", "wall_s")
+CONDITIONAL_KEYS = ("accuracy", "spread")
 
 
 def sampler_quality_summary(path: str | Path = SAMPLER_QUALITY) -> list[dict]:
@@ -31,7 +34,8 @@ def sampler_quality_summary(path: str | Path = SAMPLER_QUALITY) -> list[dict]:
     model, 256 images per run). Returns one dict per (sampler, steps), samplers in the file's order,
     steps ascending, with ``seeds`` (list) and, for each of ``confident``, ``class_entropy``,
     ``frechet`` and ``wall_s``: the mean, ``_min``, ``_max`` and ``_sd`` (sample standard deviation
-    over seeds; 0 for one seed).
+    over seeds; 0 for one seed). Rows of the conditional model (``CONDITIONAL_SAMPLER_QUALITY``) add
+    the same for ``accuracy`` and ``spread``, where every run of the group has them.
     """
     rows = json.loads(Path(path).read_text())["rows"]
     groups: dict[tuple[str, int], list[dict]] = {}
@@ -41,7 +45,8 @@ def sampler_quality_summary(path: str | Path = SAMPLER_QUALITY) -> list[dict]:
     out = []
     for (sampler, steps), runs in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
         entry = {"sampler": sampler, "steps": steps, "seeds": [r["seed"] for r in runs]}
-        for key in QUALITY_KEYS:
+        extra = tuple(k for k in CONDITIONAL_KEYS if all(k in r for r in runs))
+        for key in QUALITY_KEYS + extra:
             values = [float(r[key]) for r in runs]
             entry[key] = statistics.fmean(values)
             entry[key + "_min"], entry[key + "_max"] = min(values), max(values)
