@@ -106,6 +106,8 @@ def frechet_distance(feats_a: Tensor, feats_b: Tensor) -> float:
 
     tr((S_a^1/2 S_b S_a^1/2)^1/2) is computed from the eigenvalues of the symmetric matrix
     S_a^1/2 S_b S_a^1/2, which are those of S_a S_b, so no non-symmetric matrix square root is needed.
+    A distance is never negative: rounding that tips a near-zero result below 0 (features that are always
+    0 make the covariances singular) gives 0.
     """
     a, b = feats_a.double(), feats_b.double()
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1] or min(a.shape[0], b.shape[0]) < 2:
@@ -115,7 +117,7 @@ def frechet_distance(feats_a: Tensor, feats_b: Tensor) -> float:
     eval_a, evec_a = torch.linalg.eigh(cov_a)
     sqrt_a = evec_a @ torch.diag(eval_a.clamp(min=0).sqrt()) @ evec_a.T
     cross = torch.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a).clamp(min=0).sqrt().sum()
-    return float(((mu_a - mu_b) ** 2).sum() + torch.trace(cov_a) + torch.trace(cov_b) - 2 * cross)
+    return max(0.0, float(((mu_a - mu_b) ** 2).sum() + torch.trace(cov_a) + torch.trace(cov_b) - 2 * cross))
 
 
 def reference_split(dataset: str = "mnist", *, with_labels: bool = False) -> tuple[Tensor, ...]:
