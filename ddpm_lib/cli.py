@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .checkpoint import (DDIM_DEFAULT_STEPS, ODE_DEFAULT_STEPS, ODE_SAMPLERS, SHIPPED_CPU_ETA,  # noqa: F401
+from .checkpoint import (DDIM_DEFAULT_STEPS, ODE_DEFAULT_STEPS, ODE_SAMPLERS, SHIPPED_CPU_ETA,
                          SHIPPED_CPU_SAMPLER, SHIPPED_CPU_STEPS, SHIPPED_MODELS, CheckpointError, load_checkpoint,
                          model_from_checkpoint, resolve_checkpoint, shipped_cpu_default)
 from .config import MAX_TRAIN_SEED, PRECISIONS, RunConfig, read_yaml_settings, setting_help

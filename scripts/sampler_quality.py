@@ -49,8 +49,7 @@ from ddpm_lib.checkpoint import load_checkpoint, model_from_checkpoint
 from ddpm_lib.data import to_model_range, to_uint8
 from ddpm_lib.book.results import sampler_quality_summary
 from ddpm_lib.metrics import conditional_quality, reference_split, sample_quality
-from ddpm_lib.ode import dpm_solver_sample, heun_sample
-from ddpm_lib.sampling import ddim_sample, ddpm_sample
+from ddpm_lib.drawing import draw as draw_by_name
 from evaluate_checkpoint import cpu_name  # scripts/ is sys.path[0] when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,13 +160,9 @@ def draw(model, schedule, sampler: str, steps: int, seed: int, n: int, labels=No
     kind, eta = SAMPLERS[sampler]
     shape = (n, model.in_channels, model.image_size, model.image_size)
     given = {"steps": steps, "seed": seed, "device": "cpu", "labels": labels, "guidance": guidance}
-    if kind == "ddpm":
-        return ddpm_sample(model, schedule, shape, **given)
-    if kind == "heun":
-        return heun_sample(model, schedule, shape, **given)
-    if kind == "dpm++":
-        return dpm_solver_sample(model, schedule, shape, **given)
-    return ddim_sample(model, schedule, shape, eta=eta, **given)
+    if kind == "ddim":
+        given["eta"] = eta
+    return draw_by_name(model, schedule, shape, kind, **given)
 
 
 def table(path: Path) -> str:
