@@ -24,8 +24,7 @@ from .images import png_bytes
 from .ode import dpm_solver_sample, heun_sample
 from .sampling import ddim_sample, ddpm_sample
 
-_SAMPLE = {"ddpm": ddpm_sample, "ddim": ddim_sample, "heun": heun_sample, "dpm++": dpm_solver_sample}
-SAMPLERS = tuple(_SAMPLE)                                                  # ddpm, ddim, heun, dpm++
+SAMPLERS = ("ddpm", "ddim", "heun", "dpm++")
 SAMPLE_FILES = ("samples.npz", "samples.png")
 
 
@@ -35,9 +34,10 @@ def draw(model, schedule, shape: Sequence[int], sampler: str = "ddpm", **setting
     ``settings`` go to the sampler: ``variance`` for ddpm, ``eta`` for ddim, and for all of them ``steps``,
     ``seed``, ``device``, ``chunk_size``, ``progress``, ``labels`` and ``guidance``.
     """
-    if sampler not in _SAMPLE:
+    samplers = {"ddpm": ddpm_sample, "ddim": ddim_sample, "heun": heun_sample, "dpm++": dpm_solver_sample}
+    if sampler not in samplers:
         raise ValueError(f"unknown sampler {sampler!r}; the samplers are {', '.join(SAMPLERS)}")
-    return _SAMPLE[sampler](model, schedule, shape, **settings)
+    return samplers[sampler](model, schedule, shape, **settings)
 
 
 def save_samples(out: str | Path, images: Tensor, source: str | Path, **record) -> tuple[Path, Path]:
