@@ -22,11 +22,16 @@ compare at equal cost: Heun takes steps // 2 + 1 intervals, the last one an Eule
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypedDict
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
+
+try:
+    from typing import Unpack
+except ImportError:                             # Python 3.10: torch installs typing_extensions
+    from typing_extensions import Unpack
 
 from .sampling import Model, Trajectory, _prepare
 from .schedule import NoiseSchedule
@@ -83,32 +88,40 @@ def heun_step(denoise: Callable[[Tensor, float], Tensor], x: Tensor, sigma: floa
     return x + (sigma_next - sigma) * 0.5 * (d + d_next)
 
 
+class SolverOptions(TypedDict, total=False):
+    """The keyword arguments the ODE samplers share with :func:`ddpm_lib.sampling.ddim_sample` (defaults in
+    brackets): ``seed`` / ``generator`` [None], ``trajectory_steps`` [None], ``device`` [the model's],
+    ``chunk_size`` [per device], ``clip_denoised`` [True], ``x_T`` [drawn], ``progress`` [False],
+    ``labels`` [None] and ``guidance`` [1.0]."""
+
+    seed: int | None
+    generator: torch.Generator | None
+    trajectory_steps: Sequence[int] | None
+    device: torch.device | str | None
+    chunk_size: int | None
+    clip_denoised: bool
+    x_T: Tensor | None
+    progress: bool
+    labels: Tensor | int | Sequence[int] | None
+    guidance: float
+
+
 @torch.no_grad()
 def heun_sample(model: Model, schedule: NoiseSchedule, shape: Sequence[int], *, steps: int,
-                seed: int | None = None, generator: torch.Generator | None = None,
-                trajectory_steps: Sequence[int] | None = None, device: torch.device | str | None = None,
-                chunk_size: int | None = None, clip_denoised: bool = True, x_T: Tensor | None = None,
-                progress: bool = False, labels: Tensor | int | Sequence[int] | None = None,
-                guidance: float = 1.0) -> Tensor | tuple[Tensor, Trajectory]:
+                **options: Unpack[SolverOptions]) -> Tensor | tuple[Tensor, Trajectory]:
     """Draw images with EDM's deterministic Heun sampler (Karras et al. 2022, Algorithm 1, no churn).
 
-    Args: as for :func:`ddpm_lib.sampling.ddim_sample`; ``steps`` is the number of network calls (at
-    least 1): steps // 2 + 1 intervals, each a Heun step (two calls) except the last, an Euler step to
-    sigma = 0, and for an even ``steps`` the one before it.
+    Args: as for :func:`ddpm_lib.sampling.ddim_sample` (:class:`SolverOptions`); ``steps`` is the number
+    of network calls (at least 1): steps // 2 + 1 intervals, each a Heun step (two calls) except the last,
+    an Euler step to sigma = 0, and for an even ``steps`` the one before it.
     ``trajectory_steps`` are interval indices, the noisiest (n - 1) first. The randomness is x_T alone.
     """
-    return _solve(model, schedule, shape, calls=steps, order="heun", seed=seed, generator=generator,
-                  trajectory_steps=trajectory_steps, device=device, chunk_size=chunk_size,
-                  clip_denoised=clip_denoised, x_T=x_T, progress=progress, labels=labels, guidance=guidance)
+    return _solve(model, schedule, shape, calls=steps, order="heun", **options)
 
 
 @torch.no_grad()
 def dpm_solver_sample(model: Model, schedule: NoiseSchedule, shape: Sequence[int], *, steps: int,
-                      seed: int | None = None, generator: torch.Generator | None = None,
-                      trajectory_steps: Sequence[int] | None = None, device: torch.device | str | None = None,
-                      chunk_size: int | None = None, clip_denoised: bool = True, x_T: Tensor | None = None,
-                      progress: bool = False, labels: Tensor | int | Sequence[int] | None = None,
-                      guidance: float = 1.0) -> Tensor | tuple[Tensor, Trajectory]:
+                      **options: Unpack[SolverOptions]) -> Tensor | tuple[Tensor, Trajectory]:
     """Draw images with DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): one network call a step.
 
     With lambda = -log sigma (half the log-SNR), h = lambda_prev - lambda_t and r = h_before / h, each step
@@ -116,18 +129,20 @@ def dpm_solver_sample(model: Model, schedule: NoiseSchedule, shape: Sequence[int
     extrapolated from the last two, (1 + 1/(2r)) x0_t - 1/(2r) x0_before (the first and last steps use x0_t
     alone). Args as for :func:`heun_sample`; ``steps`` calls, ``steps`` intervals.
     """
-    return _solve(model, schedule, shape, calls=steps, order="dpm++2m", seed=seed, generator=generator,
-                  trajectory_steps=trajectory_steps, device=device, chunk_size=chunk_size,
-                  clip_denoised=clip_denoised, x_T=x_T, progress=progress, labels=labels, guidance=guidance)
+    return _solve(model, schedule, shape, calls=steps, order="dpm++2m", **options)
 
 
 def _solve(model: Model, schedule: NoiseSchedule, shape: Sequence[int], *, calls: int, order: str,
-           trajectory_steps: Sequence[int] | None, progress: bool, clip_denoised: bool,
-           **prepare) -> Tensor | tuple[Tensor, Trajectory]:
+           seed: int | None = None, generator: torch.Generator | None = None,
+           trajectory_steps: Sequence[int] | None = None, device: torch.device | str | None = None,
+           chunk_size: int | None = None, clip_denoised: bool = True, x_T: Tensor | None = None,
+           progress: bool = False, labels: Tensor | int | Sequence[int] | None = None,
+           guidance: float = 1.0) -> Tensor | tuple[Tensor, Trajectory]:
     if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
         raise ValueError(f"steps (network calls) must be a whole number >= 1, got {calls!r}")
     n = calls // 2 + 1 if order == "heun" else calls                     # intervals
-    setup = _prepare(model, schedule, shape, steps=None, trajectory_steps=None, **prepare)
+    setup = _prepare(model, schedule, shape, seed=seed, generator=generator, steps=None, trajectory_steps=None,
+                     device=device, chunk_size=chunk_size, x_T=x_T, labels=labels, guidance=guidance)
     sched = setup.schedule
     if n > sched.T:
         raise ValueError(f"steps must be at most {sched.T if order != 'heun' else 2 * sched.T - 1} here, got {calls}")

@@ -16,9 +16,7 @@ class Parametrisations:
 
     def predict_x0_from_eps(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """Invert q_sample: x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
-        self._check_pair(x_t, t)
-        return (self._extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
-                - self._extract(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps)
+        return self._combine(t, (self.sqrt_recip_alphas_cumprod, x_t), (-self.sqrt_recipm1_alphas_cumprod, eps))
 
     def predict_eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         """The noise that takes x_0 to x_t: eps = (x_t / sqrt(abar_t) - x_0) / sqrt(1/abar_t - 1)."""
@@ -31,21 +29,22 @@ class Parametrisations:
 
         With x_t = cos(phi) x_0 + sin(phi) eps, where cos(phi) = sqrt(abar_t), v = dx_t / dphi.
         """
-        self._check_pair(x0, t)
-        return (self._extract(self.sqrt_alphas_cumprod, t, x0) * eps
-                - self._extract(self.sqrt_one_minus_alphas_cumprod, t, x0) * x0)
+        return self._combine(t, (-self.sqrt_one_minus_alphas_cumprod, x0), (self.sqrt_alphas_cumprod, eps))
 
     def predict_x0_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
         """x_0 = sqrt(abar_t) x_t - sqrt(1 - abar_t) v (a rotation back by the angle phi)."""
-        self._check_pair(x_t, t)
-        return (self._extract(self.sqrt_alphas_cumprod, t, x_t) * x_t
-                - self._extract(self.sqrt_one_minus_alphas_cumprod, t, x_t) * v)
+        return self._combine(t, (self.sqrt_alphas_cumprod, x_t), (-self.sqrt_one_minus_alphas_cumprod, v))
 
     def predict_eps_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
         """eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v."""
-        self._check_pair(x_t, t)
-        return (self._extract(self.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t
-                + self._extract(self.sqrt_alphas_cumprod, t, x_t) * v)
+        return self._combine(t, (self.sqrt_one_minus_alphas_cumprod, x_t), (self.sqrt_alphas_cumprod, v))
+
+    def _combine(self, t: Tensor, first: tuple[Tensor, Tensor], second: tuple[Tensor, Tensor]) -> Tensor:
+        """c_t x + d_t y for ``first = (c, x)`` and ``second = (d, y)``: c and d are (T,) coefficients read
+        at t (one per image) and broadcast over x's (B, C, H, W)."""
+        (c, x), (d, y) = first, second
+        self._check_pair(x, t)
+        return self._extract(c, t, x) * x + self._extract(d, t, x) * y
 
     def snr(self, t: Tensor) -> Tensor:
         """Signal-to-noise ratio of q(x_t | x_0): abar_t / (1 - abar_t), float64, shape (B,)."""
