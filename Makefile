@@ -17,7 +17,8 @@ export PYTHONHASHSEED := 0
 # default kernels instead of AVX2), while `make book` keeps this machine's defaults, so both kinds of
 # arithmetic are exercised. `make test` runs each chapter once: its executed build (allow_errors: false,
 # warnings as errors) fails on any failing cell as nbval would, and gives the pages the browser checks.
-# The executed book and the reader's path run side by side, one thread each (the two cores of a CI machine).
+# The unit tests, the executed book and the two halves of the reader's path run as four jobs, two at a time,
+# one thread each (the two cores of a CI machine).
 PORTABLE := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default
 # TORCH_INDEX: the package index torch and torchvision come from (book/setup.md). Empty (the default): pip's
 # default index, whose Linux torch is a CUDA build (~3 GB to download with its libraries). A CPU-only
@@ -26,7 +27,8 @@ PORTABLE := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default
 TORCH_INDEX ?=
 TORCH_REQS := $(shell grep -E '^torch(vision)?[<>=]' requirements.txt)
 
-.PHONY: setup browser-deps test lint unit nbval book book-check test-book browser-test bench clean test-gpu student answer-key test-reader
+.PHONY: setup browser-deps test lint unit nbval book book-check test-book browser-test bench clean test-gpu student answer-key test-reader \
+        test-reader-edition test-student-edition
 
 setup: $(STAMP)
 
@@ -76,8 +78,7 @@ browser-test: setup browser-deps
 
 test: setup browser-deps
 	$(MAKE) lint
-	$(MAKE) unit
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(MAKE) -j2 --output-sync=line test-book test-reader
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(MAKE) -j2 --output-sync=line unit test-book test-reader-edition test-student-edition
 	DDPM_BOOK_HTML=_build/test/html $(MAKE) browser-test
 
 # On a machine with a CUDA GPU: the GPU tests, then every chapter in the CUDA profile.
@@ -101,8 +102,16 @@ answer-key: setup
 # wheel, and every chapter of the reader's edition (3.12) and the student edition (3.13) executed from a
 # copy in a temporary folder.
 # CHAPTERS="01_forward_process ..." picks chapters; KEEP=1 keeps the folder.
+# `make test` runs the two halves as separate jobs (test-reader-edition, test-student-edition) beside the unit
+# tests and the book, four jobs on two cores.
 test-reader: setup
 	bash scripts/test_reader.sh
+
+test-reader-edition: setup
+	EDITIONS=reader bash scripts/test_reader.sh
+
+test-student-edition: setup
+	EDITIONS=student bash scripts/test_reader.sh
 
 bench: setup
 	$(PY) -m ddpm_lib bench --device cpu --quick

@@ -133,8 +133,9 @@ class RunConfig:
         """Settings that are valid but probably not what was meant, each as one line."""
         notes = []
         if self.warmup_steps > self.steps:
-            notes.append(f"warmup-steps {self.warmup_steps} is more than steps {self.steps}: the learning rate never "
-                         f"gets past {self.steps / self.warmup_steps:.0%} of lr {self.lr:g}; lower --warmup-steps")
+            notes.append(f"warmup_steps {self.warmup_steps} is more than steps {self.steps}: the learning rate never "
+                         f"gets past {self.steps / self.warmup_steps:.0%} of lr {self.lr:g}; lower warmup_steps "
+                         "(--warmup-steps)")
         return notes
 
     @classmethod

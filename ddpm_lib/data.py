@@ -111,7 +111,8 @@ def _torchvision(name: str, root: Path, train: bool) -> tuple[np.ndarray, np.nda
         raise DatasetUnavailable(
             f"{name} is not under {root} and could not be downloaded ({reason}); on a machine with internet run "
             f"`python -c \"from ddpm_lib import load_dataset; load_dataset('{name}')\"` and copy {root} here "
-            f"(or set DDPM_DATA / --data-root), or use --dataset mnist-sample, which ships with ddpm_lib") from None
+            f"(or pass root=, --data-root or DDPM_DATA), or use the dataset mnist-sample (--dataset mnist-sample), "
+            f"which ships with ddpm_lib") from None
     images = ds.data.numpy() if isinstance(ds.data, torch.Tensor) else np.asarray(ds.data)
     return images, np.asarray(ds.targets)
 

@@ -23,7 +23,8 @@ def resolve_device(name: str | torch.device) -> torch.device:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} was asked for but no CUDA GPU is available here; use --device cpu")
+            raise ValueError(f"device {name!r} was asked for but no CUDA GPU is available here; use device='cpu' "
+                             "(--device cpu)")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
     return device

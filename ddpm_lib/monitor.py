@@ -46,8 +46,9 @@ from .runfolder import RunFolder
 from .sampling import class_labels, ddpm_sample
 from .schedule import NoiseSchedule
 
-TENSORBOARD_MISSING = ("--tensorboard needs the tensorboard package, which is not installed: "
-                       "pip install tensorboard (ddpm_lib's 'tensorboard' extra), or train with --no-tensorboard")
+TENSORBOARD_MISSING = ("TensorBoard logging (tensorboard=True, --tensorboard) needs the tensorboard package, which "
+                       "is not installed: pip install tensorboard (ddpm_lib's 'tensorboard' extra), or turn it off "
+                       "(--no-tensorboard)")
 SAMPLE_SEED = 0              # the same starting noise for every grid of a run
 SAMPLE_IMAGES = 16           # an unconditional grid: 4 x 4
 PER_LABEL, MAX_LABEL_ROWS = 4, 10  # a conditional grid: a row of 4 per label, for the first 10 labels

@@ -39,5 +39,5 @@ def resolve_config(name_or_path: str | Path) -> Path:
     shipped = CONFIGS / f"{path.name.removesuffix('.yml')}.yml"
     if path.parent == Path(".") and shipped.is_file():
         return shipped
-    raise ValueError(f"--config {name_or_path}: no such file, nor a shipped config (shipped: "
+    raise ValueError(f"config {name_or_path}: no such file, nor a shipped config (shipped: "
                      f"{', '.join(config_names())})")

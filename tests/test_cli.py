@@ -316,8 +316,8 @@ def test_a_dotdot_out_creates_no_unused_folder(tmp_path, monkeypatch, capsys):
 def test_warmup_longer_than_the_run_is_said(tmp_path, capsys):
     """Issue 19: `--warmup-steps 100 --steps 2` never let the learning rate pass 2% of --lr, silently."""
     code, err, _ = one_line(["train", "--steps", 2, "--warmup-steps", 100, *TRAIN, "--out", tmp_path / "w"], capsys)
-    assert code == 0 and err == ["warning: warmup-steps 100 is more than steps 2: the learning rate never gets past "
-                                 "2% of lr 0.0002; lower --warmup-steps"]
+    assert code == 0 and err == ["warning: warmup_steps 100 is more than steps 2: the learning rate never gets past "
+                                 "2% of lr 0.0002; lower warmup_steps (--warmup-steps)"]
 
 
 @pytest.mark.parametrize("yaml_text, expected", [

@@ -179,7 +179,7 @@ def test_every_config_the_book_names_ships_with_the_package(built):
 def test_a_shipped_config_by_name_and_an_unknown_one():
     assert resolve_config("mnist_small") == CONFIGS / "mnist_small.yml"
     assert resolve_config("mnist_small.yml") == CONFIGS / "mnist_small.yml"
-    with pytest.raises(ValueError, match=r"^--config mnist_large: no such file, nor a shipped config \(shipped: "
+    with pytest.raises(ValueError, match=r"^config mnist_large: no such file, nor a shipped config \(shipped: "
                                          r"fashion_conditional, mnist_conditional, mnist_small\)$"):
         resolve_config("mnist_large")
     with pytest.raises(ValueError, match="no such file"):
