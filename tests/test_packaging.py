@@ -61,6 +61,8 @@ def test_wheel_holds_the_package_and_its_assets(built):
                    "ddpm_lib/book/assets/fashion_conditional_progress.npz",
                    "ddpm_lib/book/__init__.py", "ddpm_lib/book/exercises/__init__.py"):
         assert needed in names, needed
+    prose = sorted((ROOT / "ddpm_lib" / "book" / "exercises" / "text").glob("*.yaml"))   # the exercises' prose
+    assert prose and all(f"ddpm_lib/book/exercises/text/{p.name}" in names for p in prose)
     assert not [n for n in names if n.startswith(("tests/", "notebooks/", "book/"))]
     # Three shipped models (7.3 MB with raw fp16 weights, 4.9 MB and 4.9 MB EMA only), two classifiers and
     # 10,000 digits: about 19.5 MB. The budget catches a run folder or a data set packaged by mistake (one

@@ -441,3 +441,86 @@ def test_mfu_exercise_uses_the_given_flops_and_names_the_missing_factor_three(ca
     capsys.readouterr()
     assert not check("ex-perf-mfu", want / 3, gflop=gflop)
     assert "three forward passes" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the prose in YAML, joined with the code
+def _variant(x, *, sign=1.0):
+    return sign * x
+
+
+GOOD = """
+ex-toy-value:
+  title: a value
+  mistakes:
+    - why: the sign
+      variant: {sign: -1.0}
+    - why: written out
+      value: 3.0
+ex-toy-function:
+  title: a function
+  signature: f(x) -> x
+  atol: 1.0e-3
+  mistakes:
+    - why: the sign
+      variant: {sign: -1.0}
+ex-toy-why:
+  title: a question
+  right: '$\\lambda_t$ right'
+  why: because
+  wrong:
+    - {option: 'no $\\bar\\alpha$', why: not so}
+"""
+CODE = {"ex-toy-value": {"expected": lambda: 2.0, "variant": lambda *, sign: sign * 2.0},
+        "ex-toy-function": {"trials": lambda g: [(torch.ones(2),)], "reference": _variant, "variant": _variant}}
+
+
+@pytest.fixture
+def toy_chapter(tmp_path, monkeypatch):
+    """register_chapter("toy", ...) reads tmp_path/toy.yaml, into a copy of the registry."""
+    from ddpm_lib.book.exercises import engine
+    len(EXERCISES)                                          # every chapter loaded before the registry is copied
+    monkeypatch.setattr(engine, "TEXT", tmp_path)
+    monkeypatch.setattr(EXERCISES, "_found", dict(EXERCISES._found))
+
+    def register(text, code=CODE):
+        (tmp_path / "toy.yaml").write_text(text)
+        engine.register_chapter("toy", code)
+    return register
+
+
+def test_a_chapter_joins_its_yaml_with_its_functions(toy_chapter):
+    toy_chapter(GOOD)
+    value, function, question = (EXERCISES[k] for k in ("ex-toy-value", "ex-toy-function", "ex-toy-why"))
+    assert [m for m in value.mistakes()] == [("the sign", -2.0), ("written out", 3.0)]
+    assert function.signature == "f(x) -> x" and function.atol == 1e-3 and function.rtol == 1e-4
+    assert float(function.mistakes[0][1](torch.tensor(2.0))) == -2.0
+    assert question.right == r"$\lambda_t$ right" and question.wrong == ((r"no $\bar\alpha$", "not so"),)
+
+
+@pytest.mark.parametrize("text, code, says", [
+    (GOOD.replace("{sign: -1.0}", "{sigh: -1.0}", 1), CODE,
+     r"ex-toy-value: the mistake 'the sign': <lambda> takes no keyword sigh"),
+    (GOOD.replace("  signature: f(x) -> x\n", ""), CODE,
+     r"ex-toy-function: a FunctionExercise needs the field signature"),
+    (GOOD.replace("  why: because\n", ""), CODE, r"ex-toy-why: a ChoiceExercise needs the field why"),
+    (GOOD.replace("  atol: 1.0e-3", "  atol: 1e-3"), CODE, r"ex-toy-function: atol is not a number"),
+    (GOOD.replace("ex-toy-why:", "ex-toy-value:"), CODE, r"ex-toy-value given twice"),
+    (GOOD.replace("ex-toy-why:", "ex-forward-abar:"), CODE, r"ex-forward-abar: registered twice"),
+    (GOOD, {**CODE, "ex-toy-extra": {"expected": lambda: 1.0}}, r"ex-toy-extra: has functions .* but no entry"),
+    (GOOD, {"ex-toy-value": CODE["ex-toy-value"]}, r"ex-toy-function: no functions in the chapter's module"),
+    (GOOD, {**CODE, "ex-toy-why": {"expected": lambda: 1.0}}, r"ex-toy-why: a ChoiceExercise takes no function"),
+])
+def test_a_bad_yaml_entry_names_the_file_and_the_label(toy_chapter, text, code, says):
+    from ddpm_lib.book.exercises.engine import ExerciseTextError
+    with pytest.raises(ExerciseTextError, match=r"^ddpm_lib/book/exercises/text/toy\.yaml: .*" + says) as raised:
+        toy_chapter(text, code)
+    assert "\n" not in str(raised.value)
+    assert "ex-toy-value" not in EXERCISES._found                 # a chapter that fails registers nothing
+
+
+def test_the_prose_survives_yaml_exactly():
+    """LaTeX in the questions: the backslashes arrive as written (no YAML escapes in them)."""
+    texts = [t for ex in EXERCISES.values() if isinstance(ex, ChoiceExercise)
+             for t in (ex.right, *(w for w, _ in ex.wrong))]
+    assert any(r"\bar\alpha" in t for t in texts) and any(r"\epsilon" in t for t in texts)
+    assert not any(c in t for t in texts for c in "\t\n\x07\x08")

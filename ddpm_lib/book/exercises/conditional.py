@@ -1,13 +1,13 @@
-"""The keys of 7. guidance (chapter 7): each exercise's expected value, its common mistakes, its trials.
+"""The keys of 7. guidance (chapter 7): each exercise's expected value, the variant functions that reproduce its
+common mistakes, its trials; the prose (titles, the mistakes' messages, the questions) is in text/conditional.yaml.
 
 Registered in :data:`.engine.EXERCISES` when one of its labels is first looked up."""
 
 from __future__ import annotations
 
-
 import torch
 
-from .engine import ChoiceExercise, FunctionExercise, ValueExercise, _register
+from .engine import register_chapter
 from .inputs import _col, _images
 
 
@@ -34,17 +34,10 @@ def _guidance_reference(eps_cond, eps_uncond, w):
     return guided(_fake_conditional, y, w)(x, torch.zeros(5, dtype=torch.long))
 
 
-_register("ex-cond-guidance", FunctionExercise(
-    "the guided eps", "guide(eps_cond, eps_uncond, w) -> eps shaped like eps_cond",
-    trials=_guidance_trials, reference=_guidance_reference,
-    mistakes=(
-        ("that is Ho and Salimans' convention, (1 + w) eps_cond - w eps_uncond: ddpm_lib's w = 1 "
-         "is the conditional model", lambda c, u, w: (1 + w) * c - w * u),
-        ("the roles are swapped: start from eps_uncond and move towards eps_cond",
-         lambda c, u, w: c + w * (u - c)),
-        ("forgot the unconditional prediction: eps_uncond + w (eps_cond - eps_uncond)",
-         lambda c, u, w: w * c),
-    )))
+def _guidance_variant(c, u, w, *, form: str):
+    """The slips of eps_uncond + w (eps_cond - eps_uncond): the paper's convention, the roles swapped, no eps_uncond."""
+    return {"paper": lambda: (1 + w) * c - w * u, "swapped": lambda: c + w * (u - c),
+            "no-uncond": lambda: w * c}[form]()
 
 
 def _classifier_trials(generator):
@@ -66,21 +59,7 @@ def _classifier_reference(eps_uncond, grad_log_py, abar_t, w, *, sign=1.0, scale
     return eps_uncond - sign * w * factor * grad_log_py
 
 
-_register("ex-cond-classifier", FunctionExercise(
-    "guidance with a classifier's gradient",
-    "classifier_guided(eps_uncond, grad_log_py, abar_t, w) -> eps shaped like eps_uncond",
-    trials=_classifier_trials, reference=_classifier_reference,
-    mistakes=(
-        ("the sign: eps is minus sqrt(1 - abar) times the score, so the classifier's gradient is "
-         "subtracted", lambda *a: _classifier_reference(*a, sign=-1.0)),
-        ("a score becomes a noise prediction times sqrt(1 - abar_t): the gradient needs that factor",
-         lambda *a: _classifier_reference(*a, scale="none")),
-        ("that factor is sqrt(1 - abar_t), the noise's standard deviation, not its variance",
-         lambda *a: _classifier_reference(*a, scale="variance")),
-    )))
-
-
-def _guidance_for_paper(w_paper: float) -> float:
+def _guidance_for_paper(w_paper: float = 0.3) -> float:
     """The w of ``guided`` that gives the paper's (1 + w') eps_c - w' eps_u, solved from guided."""
     from ...sampling import guided
     x = torch.linspace(0.1, 1, 16, dtype=torch.float64).reshape(1, 1, 4, 4)
@@ -90,27 +69,9 @@ def _guidance_for_paper(w_paper: float) -> float:
     return float(((paper - g0) / (g1 - g0)).mean())         # guided is linear in w
 
 
-_register("ex-cond-convention", ValueExercise(
-    "ddpm_lib's w for w' = 0.3", expected=lambda: _guidance_for_paper(0.3),
-    mistakes=lambda: [
-        ("that is w' itself: ddpm_lib's w = 1 is the conditional model, the paper's w' = 0", 0.3),
-        ("the sign: w = 1 + w', not 1 - w'", 0.7)]))
-
-
-_register("ex-cond-why-dropout", ChoiceExercise(
-    "why drop labels in training",
-    right=r"guidance needs $\epsilon_\theta(x_t, t)$ without a label beside the labelled one; dropout "
-          r"trains one network for both",
-    why="Guidance needs eps without a label beside eps with one; label dropout trains the same "
-        "network to give both, so no second model is needed.",
-    wrong=((r"it regularises the label embedding, so that the network does not overfit the ten classes of "
-            r"the training set",
-            "that is not its purpose: with label_dropout = 0 the network never learns the 'no label' "
-            "row, and guidance has no eps_uncond to subtract"),
-           (r"some training labels are wrong, and dropping one in ten at random limits how much a wrong "
-            r"label can teach",
-            "dropping is random: right and wrong labels are dropped alike"),
-           (r"an image without a label skips the class embedding, which makes one training step in ten "
-            r"cheaper to compute",
-            "every image costs the same forward pass; a label only adds one vector to the time "
-            "embedding"))))
+register_chapter("conditional", {
+    "ex-cond-guidance": {"trials": _guidance_trials, "reference": _guidance_reference, "variant": _guidance_variant},
+    "ex-cond-classifier": {"trials": _classifier_trials, "reference": _classifier_reference,
+                           "variant": _classifier_reference},
+    "ex-cond-convention": {"expected": _guidance_for_paper},
+})

@@ -1,5 +1,6 @@
 """Automatic checks for the book's exercises, keyed by the exercise's label (the engine; each chapter's keys are a
-module of this package, e.g. forward.py for chapter 1, registered when one of its labels is first looked up).
+module of this package, e.g. forward.py for chapter 1, registered when one of its labels is first looked up, and
+their prose is a YAML file, e.g. text/forward.yaml, joined with the module's functions by register_chapter).
 
     from ddpm_lib.book.exercises import check, check_function, choose
     check("ex-forward-abar", my_answer)                 # a number, tensor or tuple
@@ -23,14 +24,18 @@ the chapters (the appendices).
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import random
 import textwrap
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
+import yaml
 
 WIDTH = 90                      # printed lines fit the book's article column
 
@@ -248,6 +253,133 @@ def _register(label: str, exercise) -> None:
     if label in EXERCISES._found:
         raise ValueError(f"exercise {label!r} registered twice")
     EXERCISES._found[label] = exercise
+
+
+# ---------------------------------------------------------------------------- a chapter: its prose and its code
+TEXT = resources.files(__package__).joinpath("text")       # text/<chapter>.yaml: each chapter's prose
+
+
+class ExerciseTextError(ValueError):
+    """A chapter's YAML (text/<chapter>.yaml) and its module's functions do not fit together."""
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.safe_load's loader, except that a key given twice in a mapping (a label written twice) is an error."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ExerciseTextError(f"{', '.join(twice)} given twice (line {node.start_mark.line + 1})")
+        return super().construct_mapping(node, deep=deep)
+
+
+# the fields each kind takes from the YAML, and the functions from its chapter's module: (required, optional)
+_FIELDS = {ValueExercise: (("title",), ("mistakes", "rtol", "atol")),
+           FunctionExercise: (("title", "signature"), ("mistakes", "rtol", "atol")),
+           ChoiceExercise: (("title", "right", "why", "wrong"), ())}
+_FUNCTIONS = {ValueExercise: (("expected",), ("variant", "inputs")),
+              FunctionExercise: (("trials", "reference"), ("variant",)), ChoiceExercise: ((), ())}
+
+
+def register_chapter(chapter: str, functions: Mapping[str, Mapping[str, Any]]) -> None:
+    """Register the exercises of ``text/<chapter>.yaml``, each joined with its computations.
+
+    The YAML holds each label's prose: its title, a function exercise's signature, tolerances other than the
+    default, the mistakes in the order they are tried (``why``, the message, with ``variant``, the keyword
+    arguments of the exercise's variant function that reproduce the slip, or ``value``, a wrong value written
+    out), and a multiple-choice question whole (``right``, ``why``, ``wrong``: a list of ``option``, ``why``).
+    ``functions[label]`` holds the code: a value exercise's ``expected`` (and ``inputs``, the names of its
+    inputs), a function exercise's ``trials`` and ``reference``, and the ``variant`` of either; a question
+    has none. A mistake is ``variant(*args, **kw)`` on a trial's arguments, or ``variant(**inputs, **kw)``,
+    computed when a wrong answer is diagnosed. Anything that does not fit raises :class:`ExerciseTextError`,
+    one line naming the file and the label.
+    """
+    where = f"ddpm_lib/book/exercises/text/{chapter}.yaml"
+    try:
+        text = yaml.load(TEXT.joinpath(f"{chapter}.yaml").read_text("utf-8"), Loader=_Loader)
+    except (ExerciseTextError, yaml.YAMLError, OSError) as error:
+        raise ExerciseTextError(f"{where}: {' '.join(str(error).split())}") from None
+    if not isinstance(text, dict):
+        raise ExerciseTextError(f"{where}: not a mapping from labels to exercises")
+    for label in functions:
+        if label not in text:
+            raise ExerciseTextError(f"{where}: {label}: has functions in the chapter's module but no entry here")
+    built = {}
+    for label, entry in text.items():                  # all or none: a chapter that fails registers nothing
+        try:
+            built[label] = _build(entry, dict(functions.get(label, {})))
+            if label in EXERCISES._found:
+                raise ValueError("registered twice")
+        except ValueError as error:
+            raise ExerciseTextError(f"{where}: {label}: {error}") from None
+    for label, exercise in built.items():
+        _register(label, exercise)
+
+
+def _build(entry: Any, code: dict):
+    """One exercise from its YAML ``entry`` and its ``code``; ValueError says what does not fit."""
+    if not isinstance(entry, dict):
+        raise ValueError("not a mapping of fields")
+    kind = (ChoiceExercise if "right" in entry else FunctionExercise if "signature" in entry or "trials" in code
+            else ValueExercise)
+    if kind is not ChoiceExercise and not code:
+        raise ValueError("no functions in the chapter's module")
+    for given, (required, optional), what in ((entry, _FIELDS[kind], "field"), (code, _FUNCTIONS[kind], "function")):
+        if set(required) - set(given):
+            raise ValueError(f"a {kind.__name__} needs the {what} {', '.join(sorted(set(required) - set(given)))}")
+        if set(given) - set(required) - set(optional):
+            unknown = ", ".join(sorted(map(str, set(given) - set(required) - set(optional))))
+            raise ValueError(f"a {kind.__name__} takes no {what} {unknown}")
+    for field in ("title", "signature", "right", "why"):
+        if field in entry and not isinstance(entry[field], str):
+            raise ValueError(f"{field} is not text")
+    if kind is ChoiceExercise:
+        wrong = entry["wrong"]
+        if not isinstance(wrong, list) or not all(isinstance(w, dict) and set(w) == {"option", "why"} for w in wrong):
+            raise ValueError("wrong is not a list of {option, why}")
+        return ChoiceExercise(entry["title"], right=entry["right"], why=entry["why"],
+                              wrong=tuple((w["option"], w["why"]) for w in wrong))
+    tolerances = {k: entry[k] for k in ("rtol", "atol") if k in entry}
+    for name, value in tolerances.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} is not a number: {value!r} (YAML reads 1e-5 as text; write 1.0e-5)")
+    variant, mistakes = code.get("variant"), _mistakes(entry.get("mistakes", []), code.get("variant"), kind)
+    if kind is FunctionExercise:
+        return FunctionExercise(entry["title"], entry["signature"], trials=code["trials"], reference=code["reference"],
+                                mistakes=tuple((why, functools.partial(variant, **kw)) for why, _, kw in mistakes),
+                                **tolerances)
+
+    def value_mistakes(**inputs) -> list[tuple[str, Any]]:
+        return [(why, value if kw is None else variant(**inputs, **kw)) for why, value, kw in mistakes]
+
+    return ValueExercise(entry["title"], expected=code["expected"], mistakes=value_mistakes,
+                         inputs=tuple(code.get("inputs", ())), **tolerances)
+
+
+def _mistakes(slips: Any, variant: Callable | None, kind: type) -> list[tuple[str, Any, dict | None]]:
+    """``(why, value, variant keywords)`` of each mistake (value a written-out wrong value, or keywords)."""
+    ways = {"variant", "value"} if kind is ValueExercise else {"variant"}
+    if not isinstance(slips, list):
+        raise ValueError("mistakes is not a list")
+    out = []
+    for slip in slips:
+        if not (isinstance(slip, dict) and isinstance(slip.get("why"), str) and len(slip) == 2
+                and len(set(slip) & ways) == 1):
+            raise ValueError(f"a mistake is not {{why: text, {' or '.join(sorted(ways))}: ...}}: {slip!r}")
+        if "value" in slip:
+            out.append((slip["why"], slip["value"], None))
+            continue
+        kw = slip["variant"]
+        if variant is None or not isinstance(kw, dict):
+            raise ValueError(f"the mistake {slip['why']!r} needs a variant function and a mapping of its keywords")
+        params = inspect.signature(variant).parameters.values()
+        names = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        unknown = sorted(set(map(str, kw)) - names)
+        if unknown and not any(p.kind is p.VAR_KEYWORD for p in params):
+            raise ValueError(f"the mistake {slip['why']!r}: {variant.__name__} takes no keyword {', '.join(unknown)}")
+        out.append((slip["why"], None, kw))
+    return out
 
 
 def exercise(label: str, kind: type | None = None) -> ValueExercise | FunctionExercise | ChoiceExercise:

@@ -1,28 +1,25 @@
-"""The keys of A2. performance (appendix A2): each exercise's expected value, its common mistakes, its trials.
+"""The keys of A2. performance (appendix A2): each exercise's expected value, the variant functions that reproduce its
+common mistakes, its trials; the prose (titles, the mistakes' messages, the questions) is in text/performance.yaml.
 
 Registered in :data:`.engine.EXERCISES` when one of its labels is first looked up."""
 
 from __future__ import annotations
 
+from .engine import register_chapter
 
 
-from .engine import ValueExercise, _register
+def _mfu(gflop, *, passes: int = 3, percent: bool = False, giga: bool = True) -> float:
+    """MFU at 14,000 images/s of ``passes`` forward passes of ``gflop`` GFLOP on a 989 TFLOP/s peak."""
+    k = passes * (100 if percent else 1)
+    return k * gflop * 1e9 * 14_000 / 989e12 if giga else k * gflop * 14_000 / 989
 
 
-_register("ex-perf-mfu", ValueExercise(
-    "MFU at 14,000 images/s",
-    expected=lambda gflop: 3 * gflop * 1e9 * 14_000 / 989e12,
-    mistakes=lambda gflop: [
-        ("a training step costs three forward passes (one forward, a backward of about two)",
-         gflop * 1e9 * 14_000 / 989e12),
-        ("the peak is 989 TFLOP/s = 989e12 FLOP/s, and GFLOP means 1e9 FLOP", 3 * gflop * 14_000 / 989),
-        ("MFU is a fraction of the peak (0.5 for half), not a percentage", 300 * gflop * 1e9 * 14_000 / 989e12)],
-    rtol=1e-3, inputs=("gflop",)))
+def _hours(*, per: int = 3600, product: bool = False) -> list[float]:
+    """Hours for 10,000 samples at 0.13 and at 60 images/s (or the slips: seconds, minutes, the product)."""
+    return [(10_000 * rate if product else 10_000 / rate) / per for rate in (0.13, 60)]
 
-_register("ex-perf-hours", ValueExercise(
-    "hours for 10,000 samples", expected=lambda: [10_000 / 0.13 / 3600, 10_000 / 60 / 3600],
-    mistakes=lambda: [
-        ("hours, not seconds: divide by 3,600", [10_000 / 0.13, 10_000 / 60]),
-        ("hours, not minutes: divide by 3,600, not 60", [10_000 / 0.13 / 60, 10_000 / 60 / 60]),
-        ("time = images / (images per second), not the product", [10_000 * 0.13 / 3600, 10_000 * 60 / 3600])],
-    rtol=1e-3))
+
+register_chapter("performance", {
+    "ex-perf-mfu": {"expected": _mfu, "variant": _mfu, "inputs": ("gflop",)},
+    "ex-perf-hours": {"expected": _hours, "variant": _hours},
+})
