@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from checkpoint_edits import edited
 
 
 def snapshot(folder):
@@ -50,13 +51,6 @@ def snapshot(folder):
             else:
                 seen[key] = ("special",)
     return seen
-
-
-def edited(ckpt, target, edit):
-    state = torch.load(ckpt, weights_only=True)
-    edit(state)
-    torch.save(state, target)
-    return target
 
 
 def write(path, data):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ddpm_lib.checkpoint import CheckpointError, load_checkpoint
+from checkpoint_edits import edited
 
 TRAIN = ["--preset", "tiny", "--batch-size", "8", "--device", "cpu", "--no-progress", "--warmup-steps", "1"]
 SAMPLE = ["--n", "2", "--steps", "2", "--device", "cpu", "--no-progress"]
@@ -29,13 +30,6 @@ def cli(args, capsys):
 def run2(tiny_run):
     """The shared run (tests/conftest.py): last.pt at step 4, prev.pt at step 2."""
     return tiny_run
-
-
-def edited(source, target, edit):
-    ckpt = torch.load(source, weights_only=True)
-    edit(ckpt)
-    torch.save(ckpt, target)
-    return target
 
 
 FIRST = "time_mlp.0.weight"
