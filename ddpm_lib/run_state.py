@@ -3,29 +3,49 @@
 A checkpoint holds the weights, the EMA copy, the optimizer and scheduler, every random generator's state,
 the step and the run's settings (see :mod:`ddpm_lib.checkpoint`), so a resumed run's losses are the same,
 bit for bit, as those of a run that was never stopped. The functions here read and write a
-:class:`~ddpm_lib.training.Trainer`'s state; the Trainer decides when (``save_checkpoint``, ``load_state``,
-``Trainer.resume``), and its :class:`~ddpm_lib.runfolder.RunFolder` where.
+:class:`TrainingState`, the parts of a :class:`~ddpm_lib.training.Trainer` a checkpoint holds; the Trainer
+decides when (``save_checkpoint``, ``load_state``, ``Trainer.resume``), and its
+:class:`~ddpm_lib.runfolder.RunFolder` where.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from . import checkpoint as ckpt_io
 from .config import RunConfig, check_same_run, resume_config
-from .ema import unwrap
+from .device import DistInfo
+from .ema import EMA, unwrap
 from .runfolder import load_checkpoint_or_previous
-
-if TYPE_CHECKING:                                                          # training.py imports this module
-    from .training import Trainer
+from .schedule import NoiseSchedule
 
 
-def state(trainer: Trainer) -> dict:
+class TrainingState(Protocol):
+    """What a training checkpoint holds of a run, and where it puts it back: a
+    :class:`~ddpm_lib.training.Trainer` is one (this module needs no more of it, and does not import it)."""
+
+    config: RunConfig
+    dist: DistInfo
+    device: torch.device
+    schedule: NoiseSchedule
+    model: nn.Module                      # possibly wrapped (DDP, torch.compile): unwrap() gives the UNet
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    generator: torch.Generator
+    step: int
+    skipped_steps: int
+    data_hash: str
+
+
+def state(trainer: TrainingState) -> dict:
     """Everything a checkpoint holds (see ddpm_lib.checkpoint); a collective call under torchrun."""
     rng = {"torch": torch.get_rng_state(), "generator": trainer.generator.get_state()}
     if trainer.device.type == "cuda":
@@ -44,7 +64,7 @@ def state(trainer: Trainer) -> dict:
             "torch_version": str(torch.__version__)}
 
 
-def check_in_sync(trainer: Trainer) -> None:
+def check_in_sync(trainer: TrainingState) -> None:
     """Under DDP every process must hold the same weights; refuse to save if they drifted apart."""
     checksum = torch.stack([p.detach().double().sum() for p in trainer.model.parameters()]).sum().reshape(1)
     sums = [torch.zeros_like(checksum) for _ in range(trainer.dist.world_size)]
@@ -54,7 +74,7 @@ def check_in_sync(trainer: Trainer) -> None:
                            f"{[float(s) for s in sums]}); the last checkpoint was not overwritten")
 
 
-def restore(trainer: Trainer, ckpt: dict) -> None:
+def restore(trainer: TrainingState, ckpt: dict) -> None:
     """Put ``trainer`` where the training checkpoint ``ckpt`` was saved, after checking it belongs to this run."""
     check_same_run(ckpt, trainer.config)
     name = ckpt.get("path", "the checkpoint")

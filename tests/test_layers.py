@@ -81,3 +81,56 @@ def test_the_book_joins_the_command_line_through_its_entry_point(capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main(["grade", "--help"])
     assert stop.value.code == 0 and "SUBMISSION.ipynb" in capsys.readouterr().out
+
+
+def module_name(path: Path) -> str:
+    parts = ["ddpm_lib", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each cycle of ``graph`` (module -> the modules it imports) once, as the list of its modules."""
+    cycles, done = [], set()
+
+    def visit(node: str, path: list[str]) -> None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in path:
+                cycle = path[path.index(nxt):]
+                key = frozenset(cycle)
+                if key not in done:
+                    done.add(key)
+                    cycles.append(cycle)
+            elif nxt not in seen:
+                seen.add(nxt)
+                visit(nxt, [*path, nxt])
+
+    for start in sorted(graph):
+        seen = {start}
+        visit(start, [start])
+    return cycles
+
+
+def package_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, anywhere in the file (TYPE_CHECKING blocks and functions too);
+    the package's face (ddpm_lib/__init__.py, ddpm_lib/book/__init__.py) re-exports and is left out."""
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in imported_modules(path):
+            while imported and imported not in modules:                  # ddpm_lib.unet.UNet -> ddpm_lib.unet
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                targets.add(imported)
+        graph[name] = targets
+    return graph
+
+
+def test_the_package_has_no_import_cycle():
+    cycles = import_cycles(package_graph())
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join([*c, c[0]]) for c in cycles)
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []

@@ -305,3 +305,18 @@ def test_a_signal_stops_training_between_steps_and_says_what_was_saved(tmp_path,
     with open(tmp_path / "run" / "log.csv") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(1, at_step + 1))
     assert signal.getsignal(signal.SIGINT) is handler                     # the handlers are given back
+
+
+def test_a_trainer_is_what_run_state_reads_and_writes(run_config, digits):
+    """run_state types its functions against the TrainingState protocol (it does not import training.py): a
+    Trainer has every attribute the protocol names, of its type."""
+    import typing
+
+    from ddpm_lib.run_state import TrainingState
+
+    trainer = Trainer(run_config(), data=digits)
+    hints = typing.get_type_hints(TrainingState)
+    assert len(hints) >= 13
+    wrong = {name: type(getattr(trainer, name, None)).__name__ for name, kind in hints.items()
+             if not isinstance(getattr(trainer, name, None), kind)}
+    assert not wrong, f"Trainer attributes that are not what run_state.TrainingState says: {wrong}"
