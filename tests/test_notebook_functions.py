@@ -116,3 +116,15 @@ def test_the_check_finds_an_offender(tmp_path):
                                           "Viewer.show": ["schedule"]}
     with pytest.raises(AssertionError, match=r"made_up.ipynb: .*reads_schedule reads schedule"):
         test_functions_read_no_notebook_global(path)
+
+
+MAX_CELL_LINES = 40        # a reader runs and reads one step at a time: compute, check, plot
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_code_cells_are_short(path):
+    """Every code cell of a chapter is under MAX_CELL_LINES lines (split long ones at their seams)."""
+    cells = nbformat.read(path, as_version=4).cells
+    long = {i: len(c.source.splitlines()) for i, c in enumerate(cells)
+            if c.cell_type == "code" and len(c.source.splitlines()) >= MAX_CELL_LINES}
+    assert not long, f"{path.name}: code cells of {MAX_CELL_LINES}+ lines (cell index: lines): {long}"
