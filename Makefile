@@ -53,7 +53,7 @@ lint: setup
 	$(PY) -m ruff check ddpm_lib tests scripts
 
 unit: setup
-	MPLBACKEND=Agg $(PY) -m pytest tests -m "not browser" -q
+	MPLBACKEND=Agg $(PY) -m pytest tests -m "not browser" -q --durations=15
 
 nbval: setup
 	$(PORTABLE) $(PY) -m pytest --nbval-lax notebooks -q -p no:cacheprovider
