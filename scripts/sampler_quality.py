@@ -165,6 +165,28 @@ def draw(model, schedule, sampler: str, steps: int, seed: int, n: int, labels=No
     return draw_by_name(model, schedule, shape, kind, **given)
 
 
+def measure(model, schedule, sampler: str, steps: int, seed: int, n: int, *, threads: int, quality,
+            keep_as: str | None, labels=None, guidance: float = 1.0) -> tuple[dict, dict]:
+    """One run: draw n images, time the drawing alone, keep them as IMAGES/<keep_as>.npz (None: not kept), and
+    score them with ``quality`` (images in [-1, 1] after the uint8 rounding samples.npz applies). Returns the
+    row's fields every results file shares, and what ``quality`` returned."""
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    images = draw(model, schedule, sampler, steps, seed, n, labels=labels, guidance=guidance)
+    wall = time.perf_counter() - start
+    pixels = to_uint8(images)[:, 0].numpy()                               # (N, 32, 32) as samples.npz
+    if keep_as is not None:
+        IMAGES.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(IMAGES / f"{keep_as}.npz", images=pixels)
+    q = quality(to_model_range(pixels))
+    row = {"sampler": sampler, "steps": steps, "seed": seed, "n": n, "confident": q["confident"],
+           "class_entropy": q["class_entropy"], "frechet": q["frechet"], "wall_s": round(wall, 2),
+           "threads": threads, "load_avg_before": round(load_before, 2),
+           "load_avg_after": round(os.getloadavg()[0], 2), "class_counts": q["class_counts"],
+           "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return row, q
+
+
 def table(path: Path) -> str:
     lines = ["| sampler | steps | seeds | confident (%) | class entropy | feature Frechet | wall (s) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -257,24 +279,12 @@ def main() -> None:
     for sampler, steps, seed in runs:
         if (sampler, steps, seed) in done:
             continue
-        load_before = os.getloadavg()[0]
-        start = time.perf_counter()
-        images = draw(model, schedule, sampler, steps, seed, n)
-        wall = time.perf_counter() - start
-        pixels = to_uint8(images)                                          # (N, 1, 32, 32) as samples.npz
-        if not args.quick:
-            IMAGES.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(IMAGES / f"{sampler}_{steps}_{seed}.npz", images=pixels[:, 0].numpy())
-        q = sample_quality(to_model_range(pixels[:, 0].numpy()))
-        row = {"sampler": sampler, "steps": steps, "seed": seed, "n": n, "confident": q["confident"],
-               "class_entropy": q["class_entropy"], "frechet": q["frechet"], "wall_s": round(wall, 2),
-               "threads": threads, "load_avg_before": round(load_before, 2),
-               "load_avg_after": round(os.getloadavg()[0], 2), "class_counts": q["class_counts"],
-               "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        row, q = measure(model, schedule, sampler, steps, seed, n, threads=threads, quality=sample_quality,
+                         keep_as=None if args.quick else f"{sampler}_{steps}_{seed}")
         data["rows"].append(row)
         save(args.out, data)
         print(f"{sampler:9s} {steps:5d} steps seed {seed}: confident {100 * q['confident']:.1f}%, "
-              f"entropy {q['class_entropy']:.3f}, Frechet {q['frechet']:.1f}, {wall:.0f} s", flush=True)
+              f"entropy {q['class_entropy']:.3f}, Frechet {q['frechet']:.1f}, {row['wall_s']:.0f} s", flush=True)
     print(table(args.out))
 
 
@@ -311,28 +321,17 @@ def conditional(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
             continue
         if env + command not in data["commands"]:
             data["commands"].append(env + command)
-        load_before = os.getloadavg()[0]
-        start = time.perf_counter()
-        images = draw(model, schedule, sampler, steps, seed, n, labels=requested, guidance=guidance)
-        wall = time.perf_counter() - start
-        pixels = to_uint8(images)                                          # (N, 1, 32, 32) as samples.npz
-        if not args.quick:
-            IMAGES.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(IMAGES / f"conditional_{sampler}_{steps}_{seed}.npz",
-                                images=pixels[:, 0].numpy())
-        q = conditional_quality(to_model_range(pixels[:, 0].numpy()), requested)
-        row = {"sampler": sampler, "steps": steps, "seed": seed, "n": n, "guidance": guidance,
-               "accuracy": q["accuracy"], "confident": q["confident"], "class_entropy": q["class_entropy"],
-               "spread": q["spread"], "frechet": q["frechet"], "wall_s": round(wall, 2),
-               "threads": threads, "load_avg_before": round(load_before, 2),
-               "load_avg_after": round(os.getloadavg()[0], 2), "class_counts": q["class_counts"],
-               "per_class_accuracy": q["per_class_accuracy"],
-               "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        row, q = measure(model, schedule, sampler, steps, seed, n, threads=threads,
+                         quality=lambda images: conditional_quality(images, requested),
+                         keep_as=None if args.quick else f"conditional_{sampler}_{steps}_{seed}",
+                         labels=requested, guidance=guidance)
+        row.update(guidance=guidance, accuracy=q["accuracy"], spread=q["spread"],
+                   per_class_accuracy=q["per_class_accuracy"])
         data["rows"].append(row)
         save(out, data)
         print(f"{sampler:9s} {steps:3d} calls seed {seed}: accuracy {100 * q['accuracy']:.1f}%, "
               f"confident {100 * q['confident']:.1f}%, spread {q['spread']:.2f}, "
-              f"Frechet {q['frechet']:.1f}, {wall:.0f} s", flush=True)
+              f"Frechet {q['frechet']:.1f}, {row['wall_s']:.0f} s", flush=True)
     print(conditional_table(out))
 
 
